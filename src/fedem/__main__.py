@@ -1,0 +1,3 @@
+from fedem.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,89 @@
+"""Loading, overriding and validating the configuration (the one source of hyper-parameters)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Iterable
+
+import jsonschema
+import yaml
+
+from fedem.errors import ConfigError
+
+SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
+DEFAULT_CONFIG_PATH = Path("config/config.yaml")
+
+
+def load_schema() -> dict:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def validate(config: dict, source: str = "config") -> dict:
+    """Raise ConfigError naming the first offending key; return the config unchanged."""
+    validator = jsonschema.Draft202012Validator(load_schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        where = ".".join(str(p) for p in err.absolute_path) or "<top level>"
+        hint = err.schema.get("description", "") if isinstance(err.schema, dict) else ""
+        extra = f" ({hint})" if hint else ""
+        raise ConfigError(f"invalid config in {source} at '{where}': {err.message}{extra}")
+    return config
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"bad --set '{item}': expected section.key=value, e.g. training.rounds=5")
+    key, raw = item.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(raw)
+
+
+def apply_overrides(config: dict, overrides: Iterable[str]) -> dict:
+    config = copy.deepcopy(config)
+    for item in overrides:
+        path, value = _parse_override(item)
+        node = config
+        for part in path[:-1]:
+            if not isinstance(node, dict) or part not in node:
+                raise ConfigError(f"bad --set '{item}': unknown key '{part}' (see config/config.yaml)")
+            node = node[part]
+        if not isinstance(node, dict) or path[-1] not in node:
+            raise ConfigError(f"bad --set '{item}': unknown key '{path[-1]}' (see config/config.yaml)")
+        node[path[-1]] = value
+    return config
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> dict:
+    path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
+    if not path.is_file():
+        raise ConfigError(
+            f"config file '{path}' not found: run from the repository root or pass --config PATH"
+        )
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from exc
+    config = apply_overrides(config, overrides)
+    return validate(config, str(path))
+
+
+def run_config(config: dict, protocol: str, method: str) -> dict:
+    """The resolved hyper-parameters of one run: what its result file records."""
+    if protocol not in config["protocols"]:
+        raise ConfigError(
+            f"unknown protocol '{protocol}'; valid: {', '.join(sorted(config['protocols']))}"
+        )
+    if method not in config["methods"]:
+        raise ConfigError(
+            f"method '{method}' has no block under 'methods' in the config; "
+            f"configured: {', '.join(sorted(config['methods']))}"
+        )
+    return {
+        "protocol": copy.deepcopy(config["protocols"][protocol]),
+        "data": {k: config["data"][k] for k in ("data_seed", "min_user_interactions", "num_eval_negatives")},
+        "training": copy.deepcopy(config["training"]),
+        "adam": copy.deepcopy(config["adam"]),
+        "method": copy.deepcopy(config["methods"][method]),
+        "probe": copy.deepcopy(config["probe"]),
+    }

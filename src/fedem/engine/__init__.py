@@ -1,0 +1,1 @@
+"""The batched federation: rounds, evaluation, result files."""

@@ -1,0 +1,36 @@
+"""Batched evaluation of every client's model: sampled ranking (the paper's) and full ranking."""
+
+from __future__ import annotations
+
+import torch
+
+from fedem.methods.base import Method
+from fedem.metrics import full_ranks, hr_ndcg, sampled_ranks
+
+_FULL_CHUNK = 256  # users per chunk for full-ranking score matrices
+
+
+class Evaluator:
+    def __init__(self, dataset, device: torch.device, ks: list[int]):
+        self.ks = ks
+        self.device = device
+        self.users = torch.arange(dataset.num_users, device=device)
+        negatives = torch.from_numpy(dataset.eval_negatives).to(device)
+        self.candidates = {
+            split: torch.cat([torch.from_numpy(items).to(device).unsqueeze(1), negatives], dim=1)
+            for split, items in (("val", dataset.val_items), ("test", dataset.test_items))
+        }
+        self.train_mask = torch.from_numpy(dataset.train_mask()).to(device)
+
+    def sampled(self, method: Method, split: str) -> dict[str, float]:
+        scores = method.score(self.users, self.candidates[split])
+        return hr_ndcg(sampled_ranks(scores[:, 0], scores[:, 1:]), self.ks)
+
+    def full(self, method: Method, split: str) -> dict[str, float]:
+        ranks = []
+        positives = self.candidates[split][:, 0]
+        for lo in range(0, len(self.users), _FULL_CHUNK):
+            users = self.users[lo : lo + _FULL_CHUNK]
+            scores = method.score_all(users)
+            ranks.append(full_ranks(scores, positives[users], self.train_mask[users]))
+        return hr_ndcg(torch.cat(ranks), self.ks)

@@ -1,0 +1,60 @@
+"""FCF (federated collaborative filtering) pieces shared by fedmf, local and fedem:
+score = sigmoid(<p_u, q_i>), BCE loss, Adam re-created every round, closed-form gradients."""
+
+from __future__ import annotations
+
+import torch
+
+from fedem.batching import RoundPlan
+from fedem.local_loop import run_local_training
+from fedem.numerics.adam import StackedAdam
+from fedem.numerics.bce import bce_forward_backward
+from fedem.rng import torch_gen
+
+
+def init_fcf(num_items: int, dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The authors' initialisation: one N(0, 1) item table (nn.Embedding default) shared by all
+    clients, and one N(0, 1) user-embedding template copied to every client."""
+    items = torch.randn((num_items, dim), generator=torch_gen(seed, "init-item-table"))
+    user = torch.randn((dim,), generator=torch_gen(seed, "init-user-embedding"))
+    return items, user
+
+
+def fcf_scores(user_emb: torch.Tensor, item_rows: torch.Tensor) -> torch.Tensor:
+    """user_emb [n, d], item_rows [n, K, d] -> sigmoid scores [n, K] (float32, as the authors rank:
+    saturated scores tie, and ties count against the positive)."""
+    return torch.sigmoid((user_emb.unsqueeze(1) * item_rows).sum(-1))
+
+
+def train_fcf_group(
+    plan: RoundPlan,
+    user_emb: torch.Tensor,
+    pool_rows: torch.Tensor,
+    lr: float,
+    adam_cfg: dict,
+    threshold: float,
+) -> torch.Tensor:
+    """Local FCF training of the plan's clients, in place. user_emb [C, d] in plan (rank) order,
+    pool_rows [R, d] the plan's pool. Returns each client's running loss [C]."""
+    betas = (adam_cfg["beta1"], adam_cfg["beta2"], adam_cfg["eps"])
+    user_opt = StackedAdam([user_emb], lr, *betas)
+    pool_opt = StackedAdam([pool_rows], lr, *betas)
+    pool_client = plan.pool_client.to(pool_rows.device)
+    d = pool_rows.shape[1]
+
+    def step(k, batch, active):
+        ck, rk = plan.active_counts[k], plan.pool_prefix(k)
+        p = user_emb[:ck]
+        q = pool_rows[:rk][batch.rows]
+        logits = (p.unsqueeze(1) * q).sum(-1)
+        _, loss, g_logit = bce_forward_backward(logits, batch.labels, batch.valid, batch.count)
+        grad_user = (g_logit.unsqueeze(-1) * q).sum(1)
+        grad_rows = g_logit.unsqueeze(-1) * p.unsqueeze(1)
+        grad_pool = torch.zeros((rk, d), dtype=pool_rows.dtype, device=pool_rows.device)
+        grad_pool.index_add_(0, batch.rows.reshape(-1), grad_rows.reshape(-1, d))
+        all_active = bool(active.all())
+        user_opt.step([grad_user], k + 1, ck, None if all_active else active)
+        pool_opt.step([grad_pool], k + 1, rk, None if all_active else active[pool_client[:rk]])
+        return loss
+
+    return run_local_training(plan, threshold, step)

@@ -1,0 +1,157 @@
+"""`fedem`: FedEM exactly as the authors' released code runs it (FEDEM.md), quirks included:
+only a random `agg_clients_ratio` share of clients is aggregated per round and receives a G_u;
+those clients next round first merge in place, then train with the merge applied again in every
+forward pass, taking one adapter Adam step and one embedding Adam step per mini-batch."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from fedem.batching import RoundSamples, build_plan
+from fedem.local_loop import run_local_training
+from fedem.methods.adapter import init_adapter, merge
+from fedem.methods.aggregation import aggregation_matrix
+from fedem.methods.base import MethodContext
+from fedem.methods.local import PerClientTables
+from fedem.numerics.adam import StackedAdam
+from fedem.rng import numpy_rng
+
+_MERGE_CHUNK = 64  # clients per chunk when merging whole tables (bounds peak memory)
+
+
+class FedEM(PerClientTables):
+    name = "fedem"
+
+    def __init__(self, ctx: MethodContext):
+        super().__init__(ctx)
+        hp = ctx.hparams
+        layers = hp["adapter_layers"]
+        if layers[0] != 2 * ctx.training["latent_dim"] or layers[-1] != 1:
+            from fedem.errors import ConfigError
+
+            raise ConfigError(
+                f"methods.fedem.adapter_layers={layers}: first size must be 2*latent_dim="
+                f"{2 * ctx.training['latent_dim']} and last must be 1"
+            )
+        template = init_adapter(layers, ctx.seed)
+        self.adapter = [t.to(self.device).expand((self.num_users,) + t.shape).clone() for t in template]
+        # the server's store, replaced every round: clients of the last aggregation set and their G_u
+        self.g_clients = torch.empty(0, dtype=torch.long, device=self.device)
+        self.g_tables = torch.empty((0, self.num_items, ctx.training["latent_dim"]), device=self.device)
+        self.sample_counts = None
+
+    # ---- local training -------------------------------------------------------------------
+    def train_round(self, round_index: int, samples: RoundSamples, negatives: np.ndarray) -> torch.Tensor:
+        lr = self.ctx.hparams["lr_embedding"]
+        has_g = torch.zeros(self.num_users, dtype=torch.bool)
+        has_g[self.g_clients.cpu()] = True
+        losses = torch.full((self.num_users,), float("nan"), dtype=torch.float64, device=self.device)
+        plain = torch.nonzero(~has_g).squeeze(1)
+        if plain.numel():
+            losses = torch.where(torch.isnan(losses), self.train_plain(plain, samples, lr), losses)
+        if self.g_clients.numel():
+            merged_losses = self._train_merged(samples)
+            losses[self.g_clients] = merged_losses
+        self.sample_counts = samples.counts.to(self.device)
+        self._aggregate(round_index)
+        return losses
+
+    def _merge_tables_in_place(self, clients: torch.Tensor, g_tables: torch.Tensor) -> None:
+        """L_u <- merge(L_u, G_u) over all item rows, without gradient (start of the round)."""
+        with torch.no_grad():
+            for lo in range(0, len(clients), _MERGE_CHUNK):
+                idx = clients[lo : lo + _MERGE_CHUNK]
+                params = [p[idx] for p in self.adapter]
+                merged, _ = merge(params, self.tables[idx], g_tables[lo : lo + _MERGE_CHUNK])
+                self.tables[idx] = merged
+
+    def _train_merged(self, samples: RoundSamples) -> torch.Tensor:
+        tr, hp, adam = self.ctx.training, self.ctx.hparams, self.ctx.adam
+        clients = self.g_clients
+        self._merge_tables_in_place(clients, self.g_tables)
+        plan = build_plan(samples, clients.cpu(), tr["batch_size"], tr["local_epochs"], self.device)
+        ranked = plan.clients.to(self.device)
+        # position of each ranked client in the G store
+        g_pos = torch.empty(self.num_users, dtype=torch.long, device=self.device)
+        g_pos[clients] = torch.arange(len(clients), device=self.device)
+        pool_client = plan.pool_client.to(self.device)
+        owners = ranked[pool_client]
+        pool_items = plan.pool_items.to(self.device)
+        pool_l = self.tables[owners, pool_items]
+        pool_g = self.g_tables[g_pos[owners], pool_items]
+        users = self.user_emb[ranked]
+        adapter = [p[ranked] for p in self.adapter]
+        betas = (adam["beta1"], adam["beta2"], adam["eps"])
+        adapter_opt = StackedAdam(adapter, hp["lr_adapter"], *betas)
+        user_opt = StackedAdam([users], hp["lr_embedding"], *betas)
+        pool_opt = StackedAdam([pool_l], hp["lr_embedding"], *betas)
+
+        def loss_of(params, l_pool, user, batch):
+            merged, _ = merge(params, l_pool[batch.rows], pool_g[: l_pool.shape[0]][batch.rows])
+            prob = torch.sigmoid((user.unsqueeze(1) * merged).sum(-1))
+            per_sample = torch.nn.functional.binary_cross_entropy(prob, batch.labels, reduction="none")
+            return (per_sample * batch.valid).sum(1) / batch.count
+
+        def step(k, batch, active):
+            ck, rk = plan.active_counts[k], plan.pool_prefix(k)
+            mask = None if bool(active.all()) else active
+            row_mask = None if mask is None else active[pool_client[:rk]]
+            with torch.enable_grad():
+                # (a) one Adam step on the adapter only
+                params = [p[:ck].detach().requires_grad_() for p in adapter]
+                loss = loss_of(params, pool_l[:rk], users[:ck], batch)
+                grads = torch.autograd.grad(loss.sum(), params)
+                adapter_opt.step(list(grads), k + 1, ck, mask)
+                # (b) a fresh forward with the updated adapter; one Adam step on (p_u, L_u)
+                l_leaf = pool_l[:rk].detach().requires_grad_()
+                u_leaf = users[:ck].detach().requires_grad_()
+                loss = loss_of([p[:ck] for p in adapter], l_leaf, u_leaf, batch)
+                grad_l, grad_u = torch.autograd.grad(loss.sum(), [l_leaf, u_leaf])
+            user_opt.step([grad_u], k + 1, ck, mask)
+            pool_opt.step([grad_l], k + 1, rk, row_mask)
+            return loss.detach()
+
+        losses = run_local_training(plan, tr["early_stop_threshold"], step)
+        self.tables[owners, pool_items] = pool_l
+        self.user_emb[ranked] = users
+        for stored, trained in zip(self.adapter, adapter):
+            stored[ranked] = trained
+        out = torch.empty(len(clients), dtype=torch.float64, device=self.device)
+        out[g_pos[ranked]] = losses
+        return out
+
+    # ---- server ---------------------------------------------------------------------------
+    def _aggregate(self, round_index: int) -> None:
+        hp = self.ctx.hparams
+        n_agg = int(self.num_users * hp["agg_clients_ratio"])
+        if n_agg == 0:
+            self.g_clients = self.g_clients[:0]
+            self.g_tables = self.g_tables[:0]
+            return
+        rng = numpy_rng(self.ctx.seed, "aggregation-set", round_index)
+        chosen = np.sort(rng.choice(self.num_users, size=n_agg, replace=False))
+        clients = torch.from_numpy(chosen).to(self.device)
+        tables = self.tables[clients]
+        w = aggregation_matrix(tables, self.sample_counts[clients], hp)
+        self.last_aggregation_matrix = w
+        self.g_clients = clients
+        self.g_tables = (w @ tables.reshape(n_agg, -1)).reshape(tables.shape)
+
+    # ---- evaluation -----------------------------------------------------------------------
+    def eval_tables(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Clients of this round's aggregation set are scored with merge(L_u, G_u), the rest with L_u."""
+        rows = self.tables[users.unsqueeze(1), items]
+        if not self.g_clients.numel():
+            return rows
+        g_pos = torch.full((self.num_users,), -1, dtype=torch.long, device=self.device)
+        g_pos[self.g_clients] = torch.arange(len(self.g_clients), device=self.device)
+        sel = torch.nonzero(g_pos[users] >= 0).squeeze(1)
+        if sel.numel():
+            u = users[sel]
+            params = [p[u] for p in self.adapter]
+            with torch.no_grad():
+                merged, _ = merge(params, rows[sel], self.g_tables[g_pos[u].unsqueeze(1), items[sel]])
+            rows = rows.clone()
+            rows[sel] = merged
+        return rows

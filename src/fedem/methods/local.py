@@ -1,0 +1,56 @@
+"""`local`: every client trains its own FCF (user embedding + item table) alone; no server."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from fedem.batching import RoundSamples, build_plan
+from fedem.methods.base import Method, MethodContext
+from fedem.methods.fcf import fcf_scores, init_fcf, train_fcf_group
+
+
+class PerClientTables(Method):
+    """Shared machinery for methods whose clients keep a private item table [U, I, d]."""
+
+    def __init__(self, ctx: MethodContext):
+        super().__init__(ctx)
+        d = ctx.training["latent_dim"]
+        items, user = init_fcf(self.num_items, d, ctx.seed)
+        self.user_emb = user.to(self.device).expand(self.num_users, d).clone()
+        self.tables = items.to(self.device).expand(self.num_users, self.num_items, d).clone()
+
+    def train_plain(self, clients: torch.Tensor, samples: RoundSamples, lr: float) -> torch.Tensor:
+        """Plain FCF local training of `clients` on their own tables; returns their losses."""
+        tr = self.ctx.training
+        plan = build_plan(samples, clients, tr["batch_size"], tr["local_epochs"], self.device)
+        ranked = plan.clients.to(self.device)
+        owners = ranked[plan.pool_client.to(self.device)]
+        pool_items = plan.pool_items.to(self.device)
+        pool = self.tables[owners, pool_items]
+        users = self.user_emb[ranked]
+        losses = train_fcf_group(plan, users, pool, lr, self.ctx.adam, tr["early_stop_threshold"])
+        self.tables[owners, pool_items] = pool
+        self.user_emb[ranked] = users
+        out = torch.full((self.num_users,), float("nan"), dtype=torch.float64, device=self.device)
+        out[ranked] = losses
+        return out
+
+    def eval_tables(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Item rows [n, K, d] each user is scored with."""
+        return self.tables[users.unsqueeze(1), items]
+
+    def score(self, users, items):
+        return fcf_scores(self.user_emb[users], self.eval_tables(users, items))
+
+    def score_all(self, users):
+        all_items = torch.arange(self.num_items, device=self.device).expand(len(users), -1)
+        return self.score(users, all_items)
+
+
+class Local(PerClientTables):
+    name = "local"
+
+    def train_round(self, round_index: int, samples: RoundSamples, negatives: np.ndarray) -> torch.Tensor:
+        clients = torch.arange(self.num_users)
+        return self.train_plain(clients, samples, self.ctx.hparams["lr_embedding"])
