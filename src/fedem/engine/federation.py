@@ -42,6 +42,7 @@ def run_federation(
     run_config: dict,
     seed: int,
     progress: bool = True,
+    probe_out=None,
 ) -> dict:
     """Trains and evaluates one (dataset, method, seed); returns the result body (no provenance)."""
     tr = run_config["training"]
