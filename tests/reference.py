@@ -97,6 +97,7 @@ class Reference:
     def train_round(self, t, samples):
         tr, hp = self.cfg["training"], self.cfg["method"]
         plan = build_plan(samples, torch.arange(self.ds.num_users), tr["batch_size"], tr["local_epochs"], "cpu")
+        assert plan.num_clients == self.ds.num_users
         losses = {}
         for rank, client in enumerate(plan.clients.tolist()):
             model = self.models[client]

@@ -30,7 +30,8 @@ def test_engine_matches_reference(tiny_dataset, method, threshold):
     merged_rounds = 0
     for t in range(rc["training"]["rounds"]):
         negatives = sampler.sample(seed, t)
-        samples = make_round_samples(ds.train_indptr, ds.train_items, negatives, rc["training"]["local_epochs"], seed, t)
+        samples = make_round_samples(ds.train_indptr, ds.train_items, negatives, rc["training"]["local_epochs"],
+                                     rc["training"]["batch_size"], seed, t, torch.device("cpu"))
         losses = engine.train_round(t, samples, negatives)
         ref_losses = ref.train_round(t, samples)
         torch.testing.assert_close(losses, torch.tensor([ref_losses[u] for u in range(ds.num_users)],

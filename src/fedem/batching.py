@@ -24,11 +24,27 @@ class RoundSamples:
     offsets: torch.Tensor  # [C+1] per-client slices of items/labels
     items: torch.Tensor  # [Ns] long
     labels: torch.Tensor  # [Ns] float32
-    shuffle_keys: torch.Tensor  # [E, Ns] float64: sort keys of each epoch's per-client shuffle
+    shuffle_keys: torch.Tensor  # [E, Ns] int64 (40 random bits): sort keys of each epoch's shuffle
+    batch_size: int
+    device: torch.device
+    _full_plan: "RoundPlan | None" = None
 
     @property
     def counts(self) -> torch.Tensor:
         return self.offsets[1:] - self.offsets[:-1]
+
+    @property
+    def epochs(self) -> int:
+        return self.shuffle_keys.shape[0]
+
+    def plan(self, clients: torch.Tensor | None = None) -> "RoundPlan":
+        """The schedule of `clients` (default: every client; that one is cached, so it can be
+        built ahead, off the training thread)."""
+        if clients is None:
+            if self._full_plan is None:
+                self._full_plan = build_plan(self, torch.arange(len(self.counts)), self.batch_size, self.epochs, self.device)
+            return self._full_plan
+        return build_plan(self, clients, self.batch_size, self.epochs, self.device)
 
 
 def make_round_samples(
@@ -36,8 +52,10 @@ def make_round_samples(
     train_items: np.ndarray,
     negatives: np.ndarray,
     epochs: int,
+    batch_size: int,
     seed: int,
     round_index: int,
+    device: torch.device,
 ) -> RoundSamples:
     """Per positive: the positive then its k negatives (the authors' order before shuffling)."""
     n, k = negatives.shape
@@ -46,12 +64,15 @@ def make_round_samples(
     labels[:, 0] = 1.0
     offsets = train_indptr * (1 + k)
     gen = torch_gen(seed, "batch-order", round_index)
-    keys = torch.rand((epochs, items.size), generator=gen, dtype=torch.float64)
+    # 40 random bits per sample and epoch; the client id goes in the bits above (see build_plan)
+    keys = torch.randint(0, 1 << 40, (epochs, items.size), generator=gen, dtype=torch.int64)
     return RoundSamples(
         offsets=torch.from_numpy(offsets.astype(np.int64)),
         items=torch.from_numpy(items.astype(np.int64)),
         labels=torch.from_numpy(labels.reshape(-1)),
         shuffle_keys=keys,
+        batch_size=batch_size,
+        device=device,
     )
 
 
@@ -109,8 +130,9 @@ def build_plan(samples: RoundSamples, clients: torch.Tensor, batch_size: int, ep
     # gather this group's samples, grouped by rank
     starts = samples.offsets[clients]
     owner = torch.repeat_interleave(torch.arange(C), counts)
-    local_pos = torch.arange(int(counts.sum())) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
-    sample_idx = torch.repeat_interleave(starts, counts) + local_pos
+    group_start = torch.cumsum(counts, 0) - counts
+    pos = torch.arange(int(counts.sum())) - torch.repeat_interleave(group_start, counts)
+    sample_idx = torch.repeat_interleave(starts, counts) + pos
     items = samples.items[sample_idx]
     labels = samples.labels[sample_idx]
 
@@ -132,18 +154,17 @@ def build_plan(samples: RoundSamples, clients: torch.Tensor, batch_size: int, ep
     flat_labels = torch.zeros(flat_size, dtype=torch.float32)
     flat_valid = torch.zeros(flat_size, dtype=torch.bool)
     step_base_t = torch.from_numpy(step_base.astype(np.int64))
-    group_start = torch.cumsum(counts, 0) - counts
+    # once sorted by (rank, key), the j-th sample sits at position pos[j] of its client's epoch order
+    in_block = owner * batch_size + pos % batch_size
+    step_in_epoch = pos // batch_size
+    batches_of = batches.index_select(0, owner)
     for epoch in range(epochs):
-        keys = samples.shuffle_keys[epoch][sample_idx] + owner.double() * 2.0
-        perm = torch.argsort(keys, stable=True)  # grouped by rank, shuffled within a client
-        pos = torch.arange(perm.numel()) - torch.repeat_interleave(group_start, counts)
-        rank = owner  # perm keeps groups in rank order, so owner of position j is owner[j]
-        step = epoch * batches[rank] + pos // batch_size
-        slot = pos % batch_size
-        flat = step_base_t[step] + rank * batch_size + slot
-        flat_rows[flat] = sample_row[perm]
-        flat_labels[flat] = labels[perm]
-        flat_valid[flat] = True
+        keys = samples.shuffle_keys[epoch].index_select(0, sample_idx) | (owner << 40)
+        perm = torch.from_numpy(np.argsort(keys.numpy(), kind="stable"))
+        flat = step_base_t.index_select(0, epoch * batches_of + step_in_epoch) + in_block
+        flat_rows.index_copy_(0, flat, sample_row.index_select(0, perm))
+        flat_labels.index_copy_(0, flat, labels.index_select(0, perm))
+        flat_valid.index_fill_(0, flat, True)
 
     steps = []
     for k, ck in enumerate(active_counts):

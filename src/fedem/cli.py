@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--probe-out", type=Path, help="also record aggregation-bottleneck probes here")
     train.add_argument("--out", type=Path, required=True, help="result JSON path (written atomically)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     _common(train)
     return parser
 
@@ -59,7 +61,7 @@ def cmd_prepare(args) -> int:
 def cmd_train(args) -> int:
     from fedem.data.pipeline import prepare
     from fedem.engine.federation import run_federation
-    from fedem.engine.results import code_version, provenance, write_result
+    from fedem.engine.results import code_version, provenance, write_probe, write_result
     from fedem.methods import get_method
 
     overrides = list(args.overrides)
@@ -68,25 +70,34 @@ def cmd_train(args) -> int:
     if args.probe_out is not None:
         overrides.append("probe.enabled=true")
     config = load_config(args.config, overrides)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     get_method(args.method)  # unknown methods fail before any data work
     rc = run_config(config, args.protocol, args.method)
     start = time.perf_counter()
     ds, stats = prepare(config, args.dataset, rc["protocol"]["dedupe"])
-    body = run_federation(ds, args.method, rc, args.seed, progress=not args.quiet,
-                          probe_out=args.probe_out)
+    body = run_federation(ds, args.method, rc, args.seed, progress=not args.quiet)
+    probe_records = body.pop("probe_records")
     result = provenance(args.protocol, args.dataset, args.method, args.seed, rc, ds.content_hash)
     result["device"] = body.pop("device")
-    train_seconds = body.pop("train_seconds")
+    round_seconds = body.pop("round_seconds")
     result.update(body)
     timing = {
         "wall_seconds": round(time.perf_counter() - start, 3),
-        "train_seconds": round(train_seconds, 3),
-        "seconds_per_round": round(train_seconds / rc["training"]["rounds"], 4),
+        "train_seconds": round(sum(round_seconds), 3),
+        "median_round_seconds": round(statistics.median(round_seconds), 4),
+        "round_seconds": [round(x, 4) for x in round_seconds],
         "code_version": code_version(),
         "machine": platform.machine(),
         "processor": platform.processor(),
         "python": platform.python_version(),
     }
+    if args.probe_out is not None:
+        probe = {k: result[k] for k in ("protocol", "dataset", "method", "seed", "config_hash", "data_hash", "code_hash")}
+        probe["records"] = probe_records
+        write_probe(args.probe_out, probe)
     write_result(args.out, result, timing)
     sel = result["selected"]
     print(f"{args.method} on {args.dataset} ({args.protocol}, seed {args.seed}): best-validation round "

@@ -21,6 +21,12 @@ class Evaluator:
             for split, items in (("val", dataset.val_items), ("test", dataset.test_items))
         }
         self.train_mask = torch.from_numpy(dataset.train_mask()).to(device)
+        last_train = torch.from_numpy(dataset.train_items[dataset.train_indptr[1:] - 1]).to(device)
+        # probes also score a held-in item (each user's latest train item) against the same negatives
+        self.probe_items = {
+            "val": (self.users, self.candidates["val"]),
+            "train": (self.users, torch.cat([last_train.unsqueeze(1), negatives], dim=1)),
+        }
 
     def sampled(self, method: Method, split: str) -> dict[str, float]:
         scores = method.score(self.users, self.candidates[split])

@@ -79,5 +79,11 @@ def write_result(path: Path, result: dict, timing: dict | None = None) -> None:
     atomic_write_bytes(path, canonical_json(result).encode())
 
 
+def write_probe(path: Path, probe: dict) -> None:
+    """Probe files hold ~100 records per round: compact JSON, still deterministic."""
+    text = json.dumps(probe, sort_keys=True, separators=(",", ":"), allow_nan=False) + "\n"
+    atomic_write_bytes(Path(path), text.encode())
+
+
 def read_result(path: Path) -> dict:
     return json.loads(Path(path).read_text())

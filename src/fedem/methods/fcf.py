@@ -33,28 +33,32 @@ def train_fcf_group(
     lr: float,
     adam_cfg: dict,
     threshold: float,
+    fused: bool,
+    skip: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Local FCF training of the plan's clients, in place. user_emb [C, d] in plan (rank) order,
-    pool_rows [R, d] the plan's pool. Returns each client's running loss [C]."""
+    pool_rows [R, d] the plan's pool; skip [C] marks clients that must not train (their rows and
+    embeddings stay exactly as they are). Returns each client's running loss [C]."""
     betas = (adam_cfg["beta1"], adam_cfg["beta2"], adam_cfg["eps"])
-    user_opt = StackedAdam([user_emb], lr, *betas)
-    pool_opt = StackedAdam([pool_rows], lr, *betas)
+    user_opt = StackedAdam([user_emb], lr, *betas, fused=fused)
+    pool_opt = StackedAdam([pool_rows], lr, *betas, fused=fused)
+    grad_user_buf, grad_pool_buf = user_opt.grads[0], pool_opt.grads[0]
     pool_client = plan.pool_client.to(pool_rows.device)
     d = pool_rows.shape[1]
 
     def step(k, batch, active):
         ck, rk = plan.active_counts[k], plan.pool_prefix(k)
         p = user_emb[:ck]
-        q = pool_rows[:rk][batch.rows]
-        logits = (p.unsqueeze(1) * q).sum(-1)
+        rows = batch.rows.reshape(-1)
+        q = torch.index_select(pool_rows[:rk], 0, rows).view(ck, -1, d)
+        logits = torch.bmm(q, p.unsqueeze(2)).squeeze(2)
         _, loss, g_logit = bce_forward_backward(logits, batch.labels, batch.valid, batch.count)
-        grad_user = (g_logit.unsqueeze(-1) * q).sum(1)
-        grad_rows = g_logit.unsqueeze(-1) * p.unsqueeze(1)
-        grad_pool = torch.zeros((rk, d), dtype=pool_rows.dtype, device=pool_rows.device)
-        grad_pool.index_add_(0, batch.rows.reshape(-1), grad_rows.reshape(-1, d))
+        torch.bmm(g_logit.unsqueeze(1), q, out=grad_user_buf[:ck].unsqueeze(1))
+        grad_rows = torch.bmm(g_logit.unsqueeze(2), p.unsqueeze(1))
+        grad_pool_buf[:rk].index_add_(0, rows, grad_rows.view(-1, d))
         all_active = bool(active.all())
-        user_opt.step([grad_user], k + 1, ck, None if all_active else active)
-        pool_opt.step([grad_pool], k + 1, rk, None if all_active else active[pool_client[:rk]])
+        user_opt.step(k + 1, ck, None if all_active else active)
+        pool_opt.step(k + 1, rk, None if all_active else active[pool_client[:rk]])
         return loss
 
-    return run_local_training(plan, threshold, step)
+    return run_local_training(plan, threshold, step, skip)

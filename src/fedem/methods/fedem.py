@@ -5,10 +5,12 @@ forward pass, taking one adapter Adam step and one embedding Adam step per mini-
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
-from fedem.batching import RoundSamples, build_plan
+from fedem.batching import RoundSamples
 from fedem.local_loop import run_local_training
 from fedem.methods.adapter import init_adapter, merge
 from fedem.methods.aggregation import aggregation_matrix
@@ -43,16 +45,12 @@ class FedEM(PerClientTables):
 
     # ---- local training -------------------------------------------------------------------
     def train_round(self, round_index: int, samples: RoundSamples, negatives: np.ndarray) -> torch.Tensor:
-        lr = self.ctx.hparams["lr_embedding"]
-        has_g = torch.zeros(self.num_users, dtype=torch.bool)
-        has_g[self.g_clients.cpu()] = True
-        losses = torch.full((self.num_users,), float("nan"), dtype=torch.float64, device=self.device)
-        plain = torch.nonzero(~has_g).squeeze(1)
-        if plain.numel():
-            losses = torch.where(torch.isnan(losses), self.train_plain(plain, samples, lr), losses)
+        has_g = torch.zeros(self.num_users, dtype=torch.bool, device=self.device)
+        has_g[self.g_clients] = True
+        # clients with a G_u sit the plain schedule out and train merged, on their own schedule
+        losses = self.train_plain(samples, self.ctx.hparams["lr_embedding"], skip=has_g)
         if self.g_clients.numel():
-            merged_losses = self._train_merged(samples)
-            losses[self.g_clients] = merged_losses
+            losses[self.g_clients] = self._train_merged(samples)
         self.sample_counts = samples.counts.to(self.device)
         self._aggregate(round_index)
         return losses
@@ -70,7 +68,7 @@ class FedEM(PerClientTables):
         tr, hp, adam = self.ctx.training, self.ctx.hparams, self.ctx.adam
         clients = self.g_clients
         self._merge_tables_in_place(clients, self.g_tables)
-        plan = build_plan(samples, clients.cpu(), tr["batch_size"], tr["local_epochs"], self.device)
+        plan = samples.plan(clients.cpu())
         ranked = plan.clients.to(self.device)
         # position of each ranked client in the G store
         g_pos = torch.empty(self.num_users, dtype=torch.long, device=self.device)
@@ -83,13 +81,17 @@ class FedEM(PerClientTables):
         users = self.user_emb[ranked]
         adapter = [p[ranked] for p in self.adapter]
         betas = (adam["beta1"], adam["beta2"], adam["eps"])
-        adapter_opt = StackedAdam(adapter, hp["lr_adapter"], *betas)
-        user_opt = StackedAdam([users], hp["lr_embedding"], *betas)
-        pool_opt = StackedAdam([pool_l], hp["lr_embedding"], *betas)
+        fused = tr["fused_adam"]
+        # the adapter's tensors are tiny and of many shapes: eager is as fast and never recompiles
+        adapter_opt = StackedAdam(adapter, hp["lr_adapter"], *betas, fused=False)
+        user_opt = StackedAdam([users], hp["lr_embedding"], *betas, fused=fused)
+        pool_opt = StackedAdam([pool_l], hp["lr_embedding"], *betas, fused=fused)
 
-        def loss_of(params, l_pool, user, batch):
-            merged, _ = merge(params, l_pool[batch.rows], pool_g[: l_pool.shape[0]][batch.rows])
-            prob = torch.sigmoid((user.unsqueeze(1) * merged).sum(-1))
+        d = pool_l.shape[1]
+
+        def loss_of(params, l_rows, g_rows, user, batch):
+            merged, _ = merge(params, l_rows, g_rows)
+            prob = torch.sigmoid(torch.bmm(merged, user.unsqueeze(2)).squeeze(2))
             per_sample = torch.nn.functional.binary_cross_entropy(prob, batch.labels, reduction="none")
             return (per_sample * batch.valid).sum(1) / batch.count
 
@@ -97,19 +99,27 @@ class FedEM(PerClientTables):
             ck, rk = plan.active_counts[k], plan.pool_prefix(k)
             mask = None if bool(active.all()) else active
             row_mask = None if mask is None else active[pool_client[:rk]]
+            rows = batch.rows.reshape(-1)
+            g_rows = pool_g.index_select(0, rows).view(ck, -1, d)
             with torch.enable_grad():
                 # (a) one Adam step on the adapter only
                 params = [p[:ck].detach().requires_grad_() for p in adapter]
-                loss = loss_of(params, pool_l[:rk], users[:ck], batch)
+                l_rows = pool_l.index_select(0, rows).view(ck, -1, d)
+                loss = loss_of(params, l_rows, g_rows, users[:ck], batch)
                 grads = torch.autograd.grad(loss.sum(), params)
-                adapter_opt.step(list(grads), k + 1, ck, mask)
+                for buf, grad in zip(adapter_opt.grads, grads):
+                    buf[:ck].copy_(grad)
+                adapter_opt.step(k + 1, ck, mask)
                 # (b) a fresh forward with the updated adapter; one Adam step on (p_u, L_u)
                 l_leaf = pool_l[:rk].detach().requires_grad_()
                 u_leaf = users[:ck].detach().requires_grad_()
-                loss = loss_of([p[:ck] for p in adapter], l_leaf, u_leaf, batch)
+                l_rows = l_leaf.index_select(0, rows).view(ck, -1, d)
+                loss = loss_of([p[:ck] for p in adapter], l_rows, g_rows, u_leaf, batch)
                 grad_l, grad_u = torch.autograd.grad(loss.sum(), [l_leaf, u_leaf])
-            user_opt.step([grad_u], k + 1, ck, mask)
-            pool_opt.step([grad_l], k + 1, rk, row_mask)
+            user_opt.grads[0][:ck].copy_(grad_u)
+            pool_opt.grads[0][:rk].copy_(grad_l)
+            user_opt.step(k + 1, ck, mask)
+            pool_opt.step(k + 1, rk, row_mask)
             return loss.detach()
 
         losses = run_local_training(plan, tr["early_stop_threshold"], step)
@@ -155,3 +165,51 @@ class FedEM(PerClientTables):
             rows = rows.clone()
             rows[sel] = merged
         return rows
+
+    # ---- aggregation-bottleneck probe ------------------------------------------------------
+    def probe_round(self, round_index: int, probe_items: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> list[dict]:
+        """For each client of this round's aggregation set: its local table L_u (just trained),
+        the aggregated G_u it receives (static replacement) and the merged table, scored on the
+        validation item and on a held-in train item (each against the 99 evaluation negatives);
+        the divergence ||G_u - L_u||_F / ||L_u||_F; and the adapter's rho over all item rows."""
+        from fedem.metrics import sampled_ranks
+
+        clients = self.g_clients
+        if not clients.numel():
+            return []
+        local = self.tables[clients]
+        aggregated = self.g_tables
+        with torch.no_grad():
+            merged, rho = merge([p[clients] for p in self.adapter], local, aggregated)
+        divergence = torch.linalg.vector_norm(aggregated - local, dim=(1, 2)) / torch.linalg.vector_norm(local, dim=(1, 2))
+        rho = rho.squeeze(-1)
+        quantiles = torch.quantile(rho, torch.tensor([0.05, 0.25, 0.5, 0.75, 0.95], device=rho.device), dim=1).T
+        user = self.user_emb[clients]
+        ranks = {}
+        for split, (users, candidates) in probe_items.items():
+            cand = candidates[clients]
+            for name, table in (("local", local), ("aggregated", aggregated), ("merged", merged)):
+                rows = table[torch.arange(len(clients), device=self.device).unsqueeze(1), cand]
+                scores = torch.sigmoid((user.unsqueeze(1) * rows).sum(-1))
+                ranks[name, split] = sampled_ranks(scores[:, 0], scores[:, 1:])
+        sizes = self.ctx.dataset.train_counts[clients.cpu().numpy()]
+        records = []
+        for j, client in enumerate(clients.tolist()):
+            rec = {
+                "round": round_index,
+                "client": client,
+                "data_size": int(sizes[j]),
+                "divergence": round(float(divergence[j]), 6),
+                "rho_mean": round(float(rho[j].mean()), 6),
+                "rho_quantiles": [round(float(x), 6) for x in quantiles[j]],
+            }
+            for name in ("local", "aggregated", "merged"):
+                entry = {}
+                for split in probe_items:
+                    r = int(ranks[name, split][j])
+                    entry[f"{split}_rank"] = r
+                    entry[f"{split}_hr@10"] = float(r <= 10)
+                    entry[f"{split}_ndcg@10"] = round(1.0 / math.log2(1 + r), 6) if r <= 10 else 0.0
+                rec[name] = entry
+            records.append(rec)
+        return records

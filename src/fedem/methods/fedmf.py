@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fedem.batching import RoundSamples, build_plan
+from fedem.batching import RoundSamples
 from fedem.methods.base import Method, MethodContext
 from fedem.methods.fcf import fcf_scores, init_fcf, train_fcf_group
 
@@ -24,14 +24,14 @@ class FedMF(Method):
 
     def train_round(self, round_index: int, samples: RoundSamples, negatives: np.ndarray) -> torch.Tensor:
         tr = self.ctx.training
-        plan = build_plan(samples, torch.arange(self.num_users), tr["batch_size"], tr["local_epochs"], self.device)
+        plan = samples.plan()
         ranked = plan.clients.to(self.device)
         pool_items = plan.pool_items.to(self.device)
         received = self.item_table[pool_items]
         pool = received.clone()
         users = self.user_emb[ranked]
         losses = train_fcf_group(plan, users, pool, self.ctx.hparams["lr_embedding"], self.ctx.adam,
-                                 tr["early_stop_threshold"])
+                                 tr["early_stop_threshold"], tr["fused_adam"])
         self.user_emb[ranked] = users
         # FedAvg: sum_u w_u T_u = G + sum_u w_u (T_u - G), nonzero only on each client's pool rows
         n = plan.sample_counts.to(self.device, torch.float32)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fedem.batching import RoundSamples, build_plan
+from fedem.batching import RoundSamples
 from fedem.methods.base import Method, MethodContext
 from fedem.methods.fcf import fcf_scores, init_fcf, train_fcf_group
 
@@ -20,16 +20,19 @@ class PerClientTables(Method):
         self.user_emb = user.to(self.device).expand(self.num_users, d).clone()
         self.tables = items.to(self.device).expand(self.num_users, self.num_items, d).clone()
 
-    def train_plain(self, clients: torch.Tensor, samples: RoundSamples, lr: float) -> torch.Tensor:
-        """Plain FCF local training of `clients` on their own tables; returns their losses."""
+    def train_plain(self, samples: RoundSamples, lr: float, skip: torch.Tensor | None = None) -> torch.Tensor:
+        """Plain FCF local training of every client not in `skip` [U] (bool, by client id) on its
+        own table; returns the losses [U] (NaN for skipped clients)."""
         tr = self.ctx.training
-        plan = build_plan(samples, clients, tr["batch_size"], tr["local_epochs"], self.device)
+        plan = samples.plan()
         ranked = plan.clients.to(self.device)
         owners = ranked[plan.pool_client.to(self.device)]
         pool_items = plan.pool_items.to(self.device)
         pool = self.tables[owners, pool_items]
         users = self.user_emb[ranked]
-        losses = train_fcf_group(plan, users, pool, lr, self.ctx.adam, tr["early_stop_threshold"])
+        skip_ranked = None if skip is None else skip.to(self.device)[ranked]
+        losses = train_fcf_group(plan, users, pool, lr, self.ctx.adam, tr["early_stop_threshold"], tr["fused_adam"],
+                                 skip_ranked)
         self.tables[owners, pool_items] = pool
         self.user_emb[ranked] = users
         out = torch.full((self.num_users,), float("nan"), dtype=torch.float64, device=self.device)
@@ -52,5 +55,4 @@ class Local(PerClientTables):
     name = "local"
 
     def train_round(self, round_index: int, samples: RoundSamples, negatives: np.ndarray) -> torch.Tensor:
-        clients = torch.arange(self.num_users)
-        return self.train_plain(clients, samples, self.ctx.hparams["lr_embedding"])
+        return self.train_plain(samples, self.ctx.hparams["lr_embedding"])

@@ -1,0 +1,190 @@
+"""Read everything under the results folder once, sorting files into current, stale and ignored.
+
+Tables and figures are built from a `Collection` only: they never train, prepare or download, and
+they never see a stale or broken file (those are listed in `problems` and reported instead).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fedem.data.pipeline import artifact_path
+from fedem.data.registry import DATASETS
+from fedem.report import layout
+from fedem.report.layout import RunKey
+from fedem.report.provenance import Expected, check_result, expected_for
+
+STALE = "stale"
+INVALID = "invalid"
+OUTSIDE = "outside the grid"
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    kind: str  # STALE | INVALID | OUTSIDE
+    detail: str
+
+
+@dataclass
+class Collection:
+    results_dir: str
+    config: dict
+    expected: Expected
+    runs: dict[RunKey, dict] = field(default_factory=dict)  # current result files in the grid
+    probes: dict[RunKey, dict] = field(default_factory=dict)  # current probe files in the grid
+    data_stats: dict[tuple[str, str], dict] = field(default_factory=dict)  # (dataset, variant) -> stats
+    manifest: dict | None = None
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def grid(self) -> dict:
+        return self.config["grid"]
+
+    def excluded(self) -> list[Problem]:
+        """Stale or invalid files: these would have been in a table, and are not."""
+        return [p for p in self.problems if p.kind in (STALE, INVALID)]
+
+    def variant(self, protocol: str, dataset: str) -> str:
+        dedupe = self.config["protocols"][protocol]["dedupe"]
+        return artifact_path(self.config, dataset, dedupe).stem
+
+    def values(self, protocol: str, dataset: str, method: str, path: tuple[str, ...]) -> dict[int, float]:
+        """seed -> the number at `path` inside each current result, e.g. ("selected", "test", "hr@10")."""
+        out = {}
+        for key, result in self.runs.items():
+            if (key.protocol, key.dataset, key.method) != (protocol, dataset, method):
+                continue
+            node = result
+            for part in path:
+                node = node.get(part) if isinstance(node, dict) else None
+            if isinstance(node, (int, float)) and math.isfinite(node):
+                out[key.seed] = float(node)
+        return dict(sorted(out.items()))
+
+    def datasets_with_runs(self) -> list[str]:
+        present = {k.dataset for k in self.runs}
+        return [d for d in self.grid["datasets"] if d in present]
+
+    def datasets_with_probes(self) -> list[str]:
+        present = {k.dataset for k in self.probes}
+        return [d for d in self.grid["probe_datasets"] if d in present]
+
+    def left_out(self) -> list[dict]:
+        """Grid datasets without any current run: with the reason the last full run recorded, if any."""
+        recorded = {e["dataset"]: e for e in (self.manifest or {}).get("left_out", [])}
+        present = {k.dataset for k in self.runs}
+        excluded = self.excluded()
+        out = []
+        for dataset in self.grid["datasets"]:
+            if dataset in present:
+                continue
+            if dataset in recorded:
+                out.append(recorded[dataset])
+                continue
+            n_bad = sum(1 for p in excluded if f"/{layout.RUNS}/" in f"/{p.path}" and f"/{dataset}/" in p.path)
+            detail = (f"all {n_bad} of its result files are stale or invalid (excluded; see provenance.md)" if n_bad
+                      else "no result file in the results folder")
+            out.append({"dataset": dataset, "detail": detail})
+        return out
+
+
+def _load_json(path: Path) -> tuple[dict | None, str | None]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, f"not readable as JSON (a partial or corrupt file?): {exc}"
+    if not isinstance(data, dict):
+        return None, "not a JSON object"
+    return data, None
+
+
+def _split_stats_name(stem: str) -> tuple[str, str]:
+    """`ml-100k-dups-seed0-v1` -> (`ml-100k`, `dups-seed0-v1`): dataset keys may contain dashes."""
+    for known in sorted(DATASETS, key=len, reverse=True):
+        if stem.startswith(known + "-"):
+            return known, stem[len(known) + 1:]
+    dataset, _, variant = stem.partition("-")
+    return dataset, variant
+
+
+def _in_grid(grid: dict, key: RunKey, probe: bool) -> bool:
+    if probe:
+        return (key.protocol in grid["protocols"] and key.dataset in grid["probe_datasets"]
+                and key.method == "fedem" and key.seed in grid["probe_seeds"])
+    return (key.protocol in grid["protocols"] and key.dataset in grid["datasets"]
+            and key.method in grid["methods"] and key.seed in grid["seeds"])
+
+
+def _identity_mismatch(result: dict, key: RunKey) -> str | None:
+    found = (result.get("protocol"), result.get("dataset"), result.get("method"), result.get("seed"))
+    want = (key.protocol, key.dataset, key.method, key.seed)
+    if found != want:
+        return f"its content says {'/'.join(map(str, found))}, its path says {key.label}"
+    return None
+
+
+def collect(results_dir: str | Path, config: dict) -> Collection:
+    results_dir = str(results_dir)
+    coll = Collection(results_dir=results_dir, config=config, expected=expected_for(config))
+
+    for path in layout.find_data_stats(results_dir):
+        stats, err = _load_json(path)
+        dataset, variant = _split_stats_name(path.stem)
+        if err:
+            coll.problems.append(Problem(path.as_posix(), INVALID, err))
+        else:
+            coll.data_stats[(dataset, variant)] = stats
+
+    manifest = layout.grid_manifest_path(results_dir)
+    if manifest.is_file():
+        coll.manifest, err = _load_json(manifest)
+        if err:
+            coll.problems.append(Problem(manifest.as_posix(), INVALID, err))
+
+    for key, path in layout.find_runs(results_dir):
+        _admit(coll, key, path, path, probe=False)
+    for key, path in layout.find_probes(results_dir):
+        _admit(coll, key, path, Path(layout.probe_result_path(results_dir, key)), probe=True)
+    return coll
+
+
+def _data_hash(coll: Collection, key: RunKey) -> str | None:
+    if key.protocol not in coll.config["protocols"]:
+        return None
+    stats = coll.data_stats.get((key.dataset, coll.variant(key.protocol, key.dataset)))
+    return stats.get("content_hash") if stats else None
+
+
+def _admit(coll: Collection, key: RunKey, path: Path, result_path: Path, probe: bool) -> None:
+    shown = path.as_posix()
+    if not _in_grid(coll.grid, key, probe):
+        coll.problems.append(Problem(shown, OUTSIDE, "not part of the configured grid; ignored"))
+        return
+    if probe:
+        data, err = _load_json(path)
+        if err is None and not isinstance(data.get("records"), list):
+            err = "a probe file without a 'records' list"
+        if err:
+            coll.problems.append(Problem(shown, INVALID, err))
+            return
+        if not result_path.is_file():
+            coll.problems.append(Problem(shown, INVALID, f"its run's result file {result_path.as_posix()} is missing"))
+            return
+    result, err = _load_json(result_path)
+    if err is None:
+        err = _identity_mismatch(result, key)
+    if err:
+        coll.problems.append(Problem(result_path.as_posix(), INVALID, err))
+        return
+    verdict = check_result(result, coll.expected, key.protocol, key.method, probe, _data_hash(coll, key))
+    if not verdict.current:
+        coll.problems.append(Problem(shown, STALE, "; ".join(verdict.reasons)))
+        return
+    if probe:
+        coll.probes[key] = data
+    else:
+        coll.runs[key] = result

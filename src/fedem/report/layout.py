@@ -1,0 +1,89 @@
+"""Where each file lives under the results folder: the one place the workflow and the report agree on.
+
+    <results>/runs/{protocol}/{dataset}/{method}/seed{seed}.json            one training run
+    <results>/runs/.../seed{seed}.timing.json                               its timing sidecar
+    <results>/probes/{protocol}/{dataset}/{method}/seed{seed}.json          aggregation-bottleneck probe
+    <results>/probes/.../seed{seed}.result.json                             the probe run's own result file
+    <results>/data_stats/{dataset}-{variant}.json                           copy of a dataset's stats
+    <results>/benchmarks/...                                                Snakemake benchmark files
+    <results>/grid.json                                                     what the last full run covered
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+RUNS = "runs"
+PROBES = "probes"
+DATA_STATS = "data_stats"
+BENCHMARKS = "benchmarks"
+GRID_MANIFEST = "grid.json"
+
+_SEED_FILE = re.compile(r"^seed(\d+)\.json$")
+_PROBE_RESULT_FILE = re.compile(r"^seed(\d+)\.result\.json$")
+
+
+@dataclass(frozen=True, order=True)
+class RunKey:
+    protocol: str
+    dataset: str
+    method: str
+    seed: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.protocol}/{self.dataset}/{self.method}/seed{self.seed}"
+
+
+def run_path(results: str | Path, key: RunKey) -> Path:
+    return Path(results) / RUNS / key.protocol / key.dataset / key.method / f"seed{key.seed}.json"
+
+
+def timing_path(result: Path) -> Path:
+    return Path(result).with_suffix(".timing.json")
+
+
+def probe_path(results: str | Path, key: RunKey) -> Path:
+    return Path(results) / PROBES / key.protocol / key.dataset / key.method / f"seed{key.seed}.json"
+
+
+def probe_result_path(results: str | Path, key: RunKey) -> Path:
+    return probe_path(results, key).with_suffix(".result.json")
+
+
+def data_stats_path(results: str | Path, dataset: str, variant: str) -> Path:
+    return Path(results) / DATA_STATS / f"{dataset}-{variant}.json"
+
+
+def grid_manifest_path(results: str | Path) -> Path:
+    return Path(results) / GRID_MANIFEST
+
+
+def _keys_under(root: Path, pattern: re.Pattern) -> list[tuple[RunKey, Path]]:
+    found = []
+    if not root.is_dir():
+        return found
+    for path in sorted(root.glob("*/*/*/*.json")):
+        match = pattern.match(path.name)
+        if match is None:
+            continue
+        protocol, dataset, method = path.relative_to(root).parts[:3]
+        found.append((RunKey(protocol, dataset, method, int(match.group(1))), path))
+    return found
+
+
+def find_runs(results: str | Path) -> list[tuple[RunKey, Path]]:
+    """Every `runs/.../seed{n}.json` present (timing sidecars excluded), sorted by path."""
+    return _keys_under(Path(results) / RUNS, _SEED_FILE)
+
+
+def find_probes(results: str | Path) -> list[tuple[RunKey, Path]]:
+    """Every probe file `probes/.../seed{n}.json` present, sorted by path."""
+    return _keys_under(Path(results) / PROBES, _SEED_FILE)
+
+
+def find_data_stats(results: str | Path) -> list[Path]:
+    root = Path(results) / DATA_STATS
+    return sorted(root.glob("*.json")) if root.is_dir() else []

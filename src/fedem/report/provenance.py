@@ -1,0 +1,84 @@
+"""Is a result file what the committed code and config would produce now?
+
+A result file records the hash of its resolved run config and of the training code. Both are
+recomputed here from the current config and sources; any difference makes the file stale, and
+stale files are listed (with what differs) and kept out of every table and figure.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+from fedem.config import run_config
+from fedem.engine.results import RESULT_SCHEMA_VERSION, config_hash, training_code_hash
+
+REQUIRED_KEYS = ("schema_version", "protocol", "dataset", "method", "seed", "config", "config_hash",
+                 "code_hash", "data_hash", "rounds", "selected", "test_selected")
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a current result file must carry."""
+
+    code_hash: str
+    config: dict  # the package config the hashes are computed from
+
+    def run_config(self, protocol: str, method: str, probe: bool = False) -> dict:
+        config = self.config
+        if probe:
+            config = copy.deepcopy(config)
+            config["probe"]["enabled"] = True  # what `fedem train --probe-out` sets
+        return run_config(config, protocol, method)
+
+    def config_hash(self, protocol: str, method: str, probe: bool = False) -> str:
+        return config_hash(self.run_config(protocol, method, probe))
+
+
+def expected_for(config: dict) -> Expected:
+    return Expected(code_hash=training_code_hash(), config=config)
+
+
+def dict_diff(old: object, new: object, prefix: str = "") -> list[str]:
+    """Human-readable differences `key: old -> new` between two nested dicts."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new), key=str):
+            where = f"{prefix}.{key}" if prefix else str(key)
+            if key not in old:
+                out.append(f"{where}: (absent) -> {new[key]!r}")
+            elif key not in new:
+                out.append(f"{where}: {old[key]!r} -> (absent)")
+            else:
+                out.extend(dict_diff(old[key], new[key], where))
+        return out
+    return [] if old == new else [f"{prefix or '<value>'}: {old!r} -> {new!r}"]
+
+
+@dataclass
+class Verdict:
+    current: bool
+    reasons: list[str] = field(default_factory=list)
+
+
+def check_result(result: dict, expected: Expected, protocol: str, method: str,
+                 probe: bool = False, data_hash: str | None = None) -> Verdict:
+    """Compare one loaded result with what the current code and config would write.
+
+    `data_hash`, when known (from the dataset's stats copy), is checked too."""
+    missing = [k for k in REQUIRED_KEYS if k not in result]
+    if missing:
+        return Verdict(False, [f"not a complete result file (missing {', '.join(missing)})"])
+    reasons = []
+    if result["schema_version"] != RESULT_SCHEMA_VERSION:
+        reasons.append(f"result schema version {result['schema_version']}, current {RESULT_SCHEMA_VERSION}")
+    want = expected.config_hash(protocol, method, probe)
+    if result["config_hash"] != want:
+        diff = dict_diff(result["config"], expected.run_config(protocol, method, probe))
+        shown = "; ".join(diff[:4]) + (f"; ... ({len(diff) - 4} more)" if len(diff) > 4 else "")
+        reasons.append(f"config hash {result['config_hash']} != current {want} ({shown or 'same values, other hash'})")
+    if result["code_hash"] != expected.code_hash:
+        reasons.append(f"training code hash {result['code_hash']} != current {expected.code_hash}")
+    if data_hash is not None and result["data_hash"] != data_hash:
+        reasons.append(f"data hash {result['data_hash'][:16]} != current dataset {data_hash[:16]}")
+    return Verdict(not reasons, reasons)

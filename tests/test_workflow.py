@@ -1,0 +1,117 @@
+"""The Snakemake workflow on a copy of the working tree: which jobs each target plans, offline
+behaviour, config validation. Dry runs only (plus the plotting targets), so each test takes seconds."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from fedem.config import load_config
+from fedem.data.pipeline import artifact_path
+from fedem.report import layout
+from fedem.report.manifest import write_manifest
+
+from conftest import REPO
+from report_fixtures import write_grid_probes, write_grid_results, write_json
+from workflow_helpers import SMOKE, clone, planned_jobs, snakemake
+
+DATA_JOBS = {"prepare", "train", "probe", "data_stats"}
+
+
+@pytest.fixture(scope="module")
+def repo_copy(tmp_path_factory):
+    return clone(tmp_path_factory.mktemp("clone"))
+
+
+def smoke_settings(root):
+    merged = yaml.safe_load((root / "config" / "workflow.yaml").read_text())["workflow"]
+    merged.update(yaml.safe_load((root / "config" / "smoke_workflow.yaml").read_text())["workflow"])
+    return merged
+
+
+def commit_smoke_results(root):
+    """What a clone with committed smoke results holds: runs, probes, stats copies, the manifest."""
+    config = load_config(root / "config" / "smoke.yaml")
+    results = root / smoke_settings(root)["results_dir"]
+    write_grid_results(results, config, rounds=config["training"]["rounds"])
+    write_grid_probes(results, config)
+    for dataset in config["grid"]["datasets"]:
+        for protocol, spec in config["protocols"].items():
+            variant = artifact_path(config, dataset, spec["dedupe"]).stem
+            write_json(layout.data_stats_path(results, dataset, variant), {"content_hash": "0" * 64, "users": 1})
+    write_manifest(layout.grid_manifest_path(results), config, [])
+    return results
+
+
+@pytest.mark.parametrize("target", ["figures", "tables"])
+def test_plot_targets_never_plan_data_or_training(repo_copy, target):
+    for args in ([], SMOKE):
+        out = snakemake(repo_copy, "-n", target, *args, mirror=None)
+        assert planned_jobs(out.stdout) == {target: 1}, out.stdout[-3000:]
+        assert "LEFT OUT" not in out.stderr  # availability is not even asked
+
+
+def test_fresh_clone_with_committed_results_trains_nothing(tmp_path):
+    root = clone(tmp_path / "clone")
+    results = commit_smoke_results(root)
+    out = snakemake(root, "-n", *SMOKE, mirror=None)
+    planned = planned_jobs(out.stdout)
+    assert not DATA_JOBS & set(planned), planned
+    assert "LEFT OUT" not in out.stderr
+
+    # and the plot targets really run there, offline, without touching any data folder
+    out = snakemake(root, "--cores", "1", "tables", "figures", *SMOKE, mirror=None)
+    settings = smoke_settings(root)
+    assert (root / settings["tables_dir"] / "main_clean.md").is_file()
+    assert (root / settings["figures_dir"] / "probe_rho_filmtrust.png").is_file()
+    assert not (root / "data").exists() and not (root / "resources").exists()
+    assert "STALE" not in out.stderr, "synthetic results carry the current hashes"
+    assert json.loads((results / "grid.json").read_text())["left_out"] == []
+
+
+def test_full_plan_covers_the_grid(repo_copy):
+    out = snakemake(repo_copy, "-n", *SMOKE)
+    planned = planned_jobs(out.stdout)
+    config = load_config(repo_copy / "config" / "smoke.yaml")
+    grid = config["grid"]
+    assert planned["train"] == len(grid["protocols"]) * len(grid["datasets"]) * len(grid["methods"]) * len(grid["seeds"])
+    assert planned["probe"] == len(grid["protocols"]) * len(grid["probe_datasets"]) * len(grid["probe_seeds"])
+    assert {"render_tables", "render_convergence", "render_probe_figures", "render_protocol_gap", "grid_manifest"} <= set(planned)
+
+
+def test_unobtainable_dataset_is_left_out_with_a_warning(repo_copy):
+    out = snakemake(repo_copy, "-n", *SMOKE, "--config", "data={allow_download: false}", mirror=None)
+    assert "DATASET(S) LEFT OUT" in out.stderr
+    assert "filmtrust: no cached resources/raw/filmtrust/ratings.txt; no offline mirror is set" in out.stderr
+    assert "To supply it: put the raw file 'ratings.txt'" in out.stderr and "FEDEM_DATA_MIRROR" in out.stderr
+    planned = planned_jobs(out.stdout)
+    assert not DATA_JOBS & set(planned) and planned.get("render_tables") == 1
+
+
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ("training={rounds: 0}", "'training.rounds'"),
+        ("methods={fedem: {alpha: -1}}", "'methods.fedem.alpha'"),
+        ("grid={methods: [fedem, nope]}", "'grid.methods': 'nope' is not one of"),
+        ("grid={datasets: [movielens-7]}", "'grid.datasets': 'movielens-7'"),
+        ("workflow={threads_per_train_job: 0}", "'workflow.threads_per_train_job'"),
+        ("surprise=1", "'<top level>'"),
+    ],
+)
+def test_bad_config_fails_naming_the_key(repo_copy, override, needle):
+    out = snakemake(repo_copy, "-n", "--config", override, check=False)
+    assert out.returncode != 0
+    assert needle in out.stdout + out.stderr, (out.stdout + out.stderr)[-2000:]
+
+
+def test_smoke_config_is_the_paper_config_on_a_tiny_grid():
+    paper = load_config(REPO / "config" / "config.yaml")
+    smoke = load_config(REPO / "config" / "smoke.yaml")  # complete on its own: validates
+    differ = {section for section in paper if paper[section] != smoke[section]}
+    assert differ == {"training", "grid"}
+    assert {k for k in paper["training"] if paper["training"][k] != smoke["training"][k]} == {"rounds"}
+    settings = yaml.safe_load((REPO / "config" / "smoke_workflow.yaml").read_text())["workflow"]
+    assert all(settings[k].startswith("tmp/") for k in ("results_dir", "tables_dir", "figures_dir", "logs_dir"))

@@ -1,0 +1,273 @@
+# Helpers of the workflow: config validation, paths, the run grid, data availability, input
+# functions. Training, preprocessing and reporting logic lives in the fedem package, not here.
+
+import functools
+import hashlib
+import os
+import re
+import shlex
+import sys
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+import fedem.config
+from fedem.data.availability import check_dataset
+from fedem.data.dataset import atomic_write_bytes
+from fedem.data.pipeline import artifact_path
+from fedem.data.registry import DATASETS
+from fedem.engine.results import config_hash, training_code_hash
+from fedem.errors import ConfigError
+from fedem.report import layout
+from fedem.report.layout import RunKey
+from fedem.report.figures import PROTOCOL_GAP, convergence_name
+from fedem.report.probe_figures import KINDS as PROBE_FIGURE_KINDS, probe_name
+from fedem.report.provenance import Expected
+from fedem.report.tables import output_files as table_output_files
+
+
+# ---------------------------------------------------------------------------------------------
+# Config: `workflow` (config/workflow.yaml) steers Snakemake; everything else is the package
+# config (config/config.yaml, or config/smoke.yaml via --configfile), validated by fedem itself.
+
+WORKFLOW_KEY = "workflow"
+WORKFLOW_SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "workflow.schema.yaml"
+
+
+def _first_error(validator, data, source):
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        where = ".".join(str(p) for p in err.absolute_path) or "<top level>"
+        hint = err.schema.get("description", "") if isinstance(err.schema, dict) else ""
+        extra = f" ({hint})" if hint else ""
+        raise ConfigError(f"invalid config in {source} at '{where}': {err.message}{extra}")
+
+
+def split_config(cfg):
+    """(package config, workflow settings), both validated; errors name the offending key."""
+    schema = yaml.safe_load(WORKFLOW_SCHEMA.read_text())
+    _first_error(jsonschema.Draft202012Validator(schema), {WORKFLOW_KEY: cfg.get(WORKFLOW_KEY)} if WORKFLOW_KEY in cfg
+                 else {}, "config/workflow.yaml (the `workflow` section)")
+    package = {k: v for k, v in cfg.items() if k != WORKFLOW_KEY}
+    fedem.config.validate(package, "the Snakemake config (config/config.yaml, then --configfile, then --config)")
+    grid = package["grid"]
+    unknown = [("grid.protocols", p, sorted(package["protocols"])) for p in grid["protocols"] if p not in package["protocols"]]
+    unknown += [("grid.methods", m, sorted(package["methods"])) for m in grid["methods"] if m not in package["methods"]]
+    unknown += [(f"grid.{k}", d, sorted(DATASETS)) for k in ("datasets", "probe_datasets") for d in grid[k] if d not in DATASETS]
+    if unknown:
+        where, value, valid = unknown[0]
+        raise ConfigError(f"invalid config at '{where}': '{value}' is not one of {', '.join(valid)}")
+    return package, cfg[WORKFLOW_KEY]
+
+
+PACKAGE_CONFIG, WF = split_config(config)
+GRID = PACKAGE_CONFIG["grid"]
+RESULTS = WF["results_dir"]
+TABLES = WF["tables_dir"]
+FIGURES = WF["figures_dir"]
+LOGS = WF["logs_dir"]
+PROCESSED = PACKAGE_CONFIG["data"]["processed_dir"]
+# Jobs run `python` from the environment running Snakemake, whether or not it was activated.
+shell.prefix(f"set -euo pipefail; export PATH={shlex.quote(str(Path(sys.executable).parent))}:\"$PATH\"; ")
+CODE_HASH = training_code_hash()
+EXPECTED = Expected(code_hash=CODE_HASH, config=PACKAGE_CONFIG)
+
+
+def write_resolved_config(package):
+    """The merged package config as jobs see it (config.yaml, then --configfile, then --config), stored under
+    a content-addressed name so a later invocation with another config never changes it under a job."""
+    text = f"# resolved by the Snakefile from the Snakemake config; do not edit\n{yaml.safe_dump(package, sort_keys=False)}"
+    path = Path(".snakemake") / "fedem" / f"config-{hashlib.sha256(text.encode()).hexdigest()[:16]}.yaml"
+    if not path.is_file() or path.read_text() != text:
+        atomic_write_bytes(path, text.encode())
+    return str(path)
+
+
+# Shell commands of prepare/train/probe use CONFIG_FILE directly, not through params: its name
+# changes with any config key (the grid included), and as a param it would make Snakemake re-run
+# every job on any edit. Those rules carry the hashes that matter as params instead.
+CONFIG_FILE = write_resolved_config(PACKAGE_CONFIG)
+
+
+# ---------------------------------------------------------------------------------------------
+# The grid and where its files go (layout shared with fedem.report).
+
+def grid_runs():
+    return [RunKey(p, d, m, s) for p in GRID["protocols"] for d in GRID["datasets"] for m in GRID["methods"]
+            for s in GRID["seeds"]]
+
+
+def grid_probes():
+    return [RunKey(p, d, "fedem", s) for p in GRID["protocols"] for d in GRID["probe_datasets"]
+            for s in GRID["probe_seeds"]]
+
+
+def dedupe_of(protocol):
+    return PACKAGE_CONFIG["protocols"][protocol]["dedupe"]
+
+
+def variant_of(dataset, protocol):
+    return artifact_path(PACKAGE_CONFIG, dataset, dedupe_of(protocol)).stem
+
+
+def stats_copy(dataset, protocol):
+    return str(layout.data_stats_path(RESULTS, dataset, variant_of(dataset, protocol)))
+
+
+def dataset_outputs(dataset):
+    """Every file the grid wants for `dataset`: runs, probes and the dataset's stats copies."""
+    files = [str(layout.run_path(RESULTS, k)) for k in grid_runs() if k.dataset == dataset]
+    files += [str(layout.probe_path(RESULTS, k)) for k in grid_probes() if k.dataset == dataset]
+    protocols = GRID["protocols"]
+    files += sorted({stats_copy(dataset, p) for p in protocols})
+    return files
+
+
+def grid_datasets():
+    return list(dict.fromkeys(GRID["datasets"] + GRID["probe_datasets"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Which datasets can be had here. Asked lazily, only when the full workflow (rule all) is built,
+# and only for datasets with missing outputs: `snakemake figures`/`tables` never ask, and a fresh
+# clone with committed results asks nothing.
+
+@functools.cache
+def dataset_status():
+    status = {}
+    for dataset in grid_datasets():
+        if all(os.path.exists(f) for f in dataset_outputs(dataset)):
+            status[dataset] = None  # nothing to make
+            continue
+        dedupes = tuple(sorted({dedupe_of(p) for p in GRID["protocols"]}))
+        status[dataset] = check_dataset(PACKAGE_CONFIG, dataset, dedupes, WF["head_timeout_s"])
+    unavailable = [a for a in status.values() if a is not None and not a.available]
+    if unavailable:
+        bar = "!" * 96
+        lines = [bar, f"!! {len(unavailable)} DATASET(S) LEFT OUT: their data cannot be obtained on this machine now."]
+        for a in unavailable:
+            lines += [f"!!   {a.dataset}: {a.detail}.", f"!!     To supply it: {a.how_to_supply(PACKAGE_CONFIG['data']['raw_dir'])}."]
+        lines += ["!! The run goes on without them; the tables say so (see results/grid.json).", bar]
+        print("\n".join(lines), file=sys.stderr)
+    return status
+
+
+def left_out():
+    raw_dir = PACKAGE_CONFIG["data"]["raw_dir"]
+    return [a.as_dict(raw_dir) for a in dataset_status().values() if a is not None and not a.available]
+
+
+def results_dir_of(wildcards, input):
+    return str(Path(input.manifest).parent)
+
+
+def dir_of_first_output(wildcards, output):
+    return str(Path(output[0]).parent)
+
+
+def left_out_param(wildcards):
+    return left_out()
+
+
+def kept_datasets(datasets):
+    dropped = {e["dataset"] for e in left_out()}
+    return [d for d in datasets if d not in dropped]
+
+
+def expected_outputs(wildcards=None):
+    """Runs, probes and stats copies of every dataset that is not left out."""
+    return [f for d in kept_datasets(grid_datasets()) for f in dataset_outputs(d)]
+
+
+def table_files():
+    return [f"{TABLES}/{name}" for name in table_output_files(PACKAGE_CONFIG)]
+
+
+def figure_files(wildcards=None):
+    names = [convergence_name(d) for d in kept_datasets(GRID["datasets"])]
+    names += [probe_name(k, d) for d in kept_datasets(GRID["probe_datasets"]) for k in PROBE_FIGURE_KINDS]
+    names.append(PROTOCOL_GAP)
+    return [f"{FIGURES}/{n}.{ext}" for n in names for ext in ("pdf", "png")]
+
+
+def all_targets(wildcards):
+    return expected_outputs() + [str(layout.grid_manifest_path(RESULTS))] + table_files() + figure_files()
+
+
+# ---------------------------------------------------------------------------------------------
+# Input functions and params of the rules (named functions: no lambdas in rules).
+
+def stats_copy_of_run(wildcards):
+    # ancient: the copy only orders a run after its data is prepared; a re-copied stats file must
+    # not make finished runs look out of date
+    return ancient(stats_copy(wildcards.dataset, wildcards.protocol))
+
+
+def dedupe_flag(wildcards):
+    return "--dedupe" if wildcards.variant.startswith("dedupe-") else ""
+
+
+def run_config_hash(wildcards):
+    return config_hash(EXPECTED.run_config(wildcards.protocol, wildcards.method))
+
+
+def probe_config_hash(wildcards):
+    return config_hash(EXPECTED.run_config(wildcards.protocol, "fedem", probe=True))
+
+
+def dataset_runs(wildcards):
+    return [str(layout.run_path(RESULTS, k)) for k in grid_runs() if k.dataset == wildcards.dataset]
+
+
+def dataset_probes(wildcards):
+    return [str(layout.probe_path(RESULTS, k)) for k in grid_probes() if k.dataset == wildcards.dataset]
+
+
+def kept_runs(wildcards=None):
+    keep = set(kept_datasets(GRID["datasets"]))
+    return [str(layout.run_path(RESULTS, k)) for k in grid_runs() if k.dataset in keep]
+
+
+def report_code_hash():
+    """Tables and figures are re-made when the report code changes (Snakemake's params trigger)."""
+    h = hashlib.sha256()
+    for path in sorted(Path(layout.__file__).parent.glob("*.py")):
+        h.update(b"\0".join([path.name.encode(), path.read_bytes()]))
+    return h.hexdigest()[:16]
+
+
+REPORT_CODE_HASH = report_code_hash()
+
+
+def any_wildcard(values):
+    return "|".join(re.escape(v) for v in values)
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs flagged for `snakemake --report` (captions under workflow/report/, relative to rules/).
+
+def flagged_table_files():
+    out = []
+    for path in table_files():
+        name = Path(path).name
+        if name.endswith(".csv") and name != "all_runs.csv":
+            out.append(report(path, caption="../report/tables.rst", category="Tables",
+                              labels={"table": Path(path).stem}))
+        elif name == "provenance.md":
+            out.append(report(path, caption="../report/provenance.rst", category="Tables",
+                              labels={"table": "provenance (stale files)"}))
+        else:
+            out.append(path)
+    return out
+
+
+def flagged_probe_figures():
+    out = {}
+    for kind in PROBE_FIGURE_KINDS:
+        out[f"{kind}_pdf"] = f"{FIGURES}/probe_{kind}_{{dataset}}.pdf"
+        out[f"{kind}_png"] = report(f"{FIGURES}/probe_{kind}_{{dataset}}.png", caption=f"../report/probe_{kind}.rst",
+                                    category="Figures", subcategory="Aggregation probes",
+                                    labels={"dataset": "{dataset}", "figure": kind})
+    return out

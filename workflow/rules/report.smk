@@ -1,0 +1,130 @@
+# Report: the manifest of the full run, tables, figures, and the targets `tables` and `figures`.
+#
+# Two ways in, deliberately separate:
+# - `snakemake` (rule all) reaches the render_* rules, whose inputs are the grid's result files:
+#   they run after training, and their outputs are flagged for `snakemake --report`.
+# - `snakemake tables` / `snakemake figures` are rules with neither input nor output: they always
+#   re-render from whatever is under results/ and can never pull a prepare or train job into the
+#   DAG (on a fresh clone with committed results they download, preprocess and train nothing).
+# Render rules carry the config file, the training-code hash and the report-code hash as params,
+# so a change of any of them re-renders (a result's staleness depends on all three).
+
+
+rule grid_manifest:
+    input:
+        expected_outputs,
+    output:
+        f"{RESULTS}/grid.json",
+    params:
+        left_out=left_out_param,
+    log:
+        f"{LOGS}/report/grid_manifest.log",
+    run:
+        from fedem.report.manifest import write_manifest
+
+        write_manifest(output[0], PACKAGE_CONFIG, params.left_out)
+
+
+rule render_tables:
+    input:
+        expected_outputs,
+        manifest=f"{RESULTS}/grid.json",
+    output:
+        flagged_table_files(),
+    params:
+        config=CONFIG_FILE,
+        code_hash=CODE_HASH,
+        report_code=REPORT_CODE_HASH,
+        results=results_dir_of,
+        out=dir_of_first_output,
+    log:
+        f"{LOGS}/report/tables.log",
+    shell:
+        "python -m fedem.report tables --config {params.config} --results {params.results} "
+        "--out {params.out} 2>&1 | tee {log}"
+
+
+rule render_convergence:
+    input:
+        dataset_runs,
+    output:
+        pdf=f"{FIGURES}/convergence_{{dataset}}.pdf",
+        png=report(f"{FIGURES}/convergence_{{dataset}}.png", caption="../report/convergence.rst",
+                   category="Figures", subcategory="Convergence", labels={"dataset": "{dataset}"}),
+    params:
+        config=CONFIG_FILE,
+        code_hash=CODE_HASH,
+        report_code=REPORT_CODE_HASH,
+        results=RESULTS,
+        out=dir_of_first_output,
+    log:
+        f"{LOGS}/report/convergence_{{dataset}}.log",
+    shell:
+        "python -m fedem.report figures --kind convergence --dataset {wildcards.dataset} "
+        "--config {params.config} --results {params.results} --out {params.out} 2>&1 | tee {log}"
+
+
+rule render_probe_figures:
+    input:
+        dataset_probes,
+    output:
+        **flagged_probe_figures(),
+    params:
+        config=CONFIG_FILE,
+        code_hash=CODE_HASH,
+        report_code=REPORT_CODE_HASH,
+        results=RESULTS,
+        out=dir_of_first_output,
+    log:
+        f"{LOGS}/report/probes_{{dataset}}.log",
+    shell:
+        "python -m fedem.report figures --kind probes --dataset {wildcards.dataset} "
+        "--config {params.config} --results {params.results} --out {params.out} 2>&1 | tee {log}"
+
+
+rule render_protocol_gap:
+    input:
+        kept_runs,
+    output:
+        pdf=f"{FIGURES}/protocol_gap.pdf",
+        png=report(f"{FIGURES}/protocol_gap.png", caption="../report/protocol_gap.rst", category="Figures",
+                   subcategory="Protocol gap", labels={"figure": "protocol gap"}),
+    params:
+        config=CONFIG_FILE,
+        code_hash=CODE_HASH,
+        report_code=REPORT_CODE_HASH,
+        results=RESULTS,
+        out=dir_of_first_output,
+    log:
+        f"{LOGS}/report/protocol_gap.log",
+    shell:
+        "python -m fedem.report figures --kind protocol-gap "
+        "--config {params.config} --results {params.results} --out {params.out} 2>&1 | tee {log}"
+
+
+rule tables:
+    params:
+        config=CONFIG_FILE,
+        results=RESULTS,
+        out=TABLES,
+    log:
+        f"{LOGS}/report/tables.log",
+    message:
+        "tables from the result files under {params.results}/ (nothing is trained or prepared)"
+    shell:
+        "python -m fedem.report tables --config {params.config} --results {params.results} --out {params.out} "
+        "2>&1 | tee {log}"
+
+
+rule figures:
+    params:
+        config=CONFIG_FILE,
+        results=RESULTS,
+        out=FIGURES,
+    log:
+        f"{LOGS}/report/figures.log",
+    message:
+        "figures from the result files under {params.results}/ (nothing is trained or prepared)"
+    shell:
+        "python -m fedem.report figures --kind all --config {params.config} --results {params.results} "
+        "--out {params.out} 2>&1 | tee {log}"
