@@ -12,7 +12,7 @@ import torch
 
 from fedem.batching import RoundSamples
 from fedem.local_loop import run_local_training
-from fedem.methods.adapter import init_adapter, merge
+from fedem.methods.adapter import init_adapter, merge, merged_forward_backward
 from fedem.methods.aggregation import aggregation_matrix
 from fedem.methods.base import MethodContext
 from fedem.methods.local import PerClientTables
@@ -88,12 +88,7 @@ class FedEM(PerClientTables):
         pool_opt = StackedAdam([pool_l], hp["lr_embedding"], *betas, fused=fused)
 
         d = pool_l.shape[1]
-
-        def loss_of(params, l_rows, g_rows, user, batch):
-            merged, _ = merge(params, l_rows, g_rows)
-            prob = torch.sigmoid(torch.bmm(merged, user.unsqueeze(2)).squeeze(2))
-            per_sample = torch.nn.functional.binary_cross_entropy(prob, batch.labels, reduction="none")
-            return (per_sample * batch.valid).sum(1) / batch.count
+        grad_pool = pool_opt.grads[0]
 
         def step(k, batch, active):
             ck, rk = plan.active_counts[k], plan.pool_prefix(k)
@@ -101,26 +96,22 @@ class FedEM(PerClientTables):
             row_mask = None if mask is None else active[pool_client[:rk]]
             rows = batch.rows.reshape(-1)
             g_rows = pool_g.index_select(0, rows).view(ck, -1, d)
-            with torch.enable_grad():
-                # (a) one Adam step on the adapter only
-                params = [p[:ck].detach().requires_grad_() for p in adapter]
-                l_rows = pool_l.index_select(0, rows).view(ck, -1, d)
-                loss = loss_of(params, l_rows, g_rows, users[:ck], batch)
-                grads = torch.autograd.grad(loss.sum(), params)
-                for buf, grad in zip(adapter_opt.grads, grads):
-                    buf[:ck].copy_(grad)
-                adapter_opt.step(k + 1, ck, mask)
-                # (b) a fresh forward with the updated adapter; one Adam step on (p_u, L_u)
-                l_leaf = pool_l[:rk].detach().requires_grad_()
-                u_leaf = users[:ck].detach().requires_grad_()
-                l_rows = l_leaf.index_select(0, rows).view(ck, -1, d)
-                loss = loss_of([p[:ck] for p in adapter], l_rows, g_rows, u_leaf, batch)
-                grad_l, grad_u = torch.autograd.grad(loss.sum(), [l_leaf, u_leaf])
-            user_opt.grads[0][:ck].copy_(grad_u)
-            pool_opt.grads[0][:rk].copy_(grad_l)
+            batch_args = (batch.labels, batch.valid, batch.count)
+            # (a) one Adam step on the adapter only
+            l_rows = pool_l.index_select(0, rows).view(ck, -1, d)
+            _, grads = merged_forward_backward([p[:ck] for p in adapter], l_rows, g_rows, users[:ck], *batch_args,
+                                               want="adapter")
+            for buf, grad in zip(adapter_opt.grads, grads):
+                buf[:ck].copy_(grad)
+            adapter_opt.step(k + 1, ck, mask)
+            # (b) a fresh forward with the updated adapter; one Adam step on (p_u, L_u)
+            loss, (grad_rows, grad_user) = merged_forward_backward(
+                [p[:ck] for p in adapter], l_rows, g_rows, users[:ck], *batch_args, want="embeddings")
+            grad_pool[:rk].index_add_(0, rows, grad_rows.reshape(-1, d))
+            user_opt.grads[0][:ck].copy_(grad_user)
             user_opt.step(k + 1, ck, mask)
             pool_opt.step(k + 1, rk, row_mask)
-            return loss.detach()
+            return loss
 
         losses = run_local_training(plan, tr["early_stop_threshold"], step)
         self.tables[owners, pool_items] = pool_l
