@@ -37,6 +37,8 @@ def test_engine_matches_reference(tiny_dataset, method, threshold):
         torch.testing.assert_close(losses, torch.tensor([ref_losses[u] for u in range(ds.num_users)],
                                                         dtype=torch.float64), atol=ATOL, rtol=1e-4)
         torch.testing.assert_close(engine.score(users, candidates), ref.scores(candidates), atol=ATOL, rtol=1e-4)
+        # the full-ranking path scores the same models (merged ones included)
+        torch.testing.assert_close(engine.score_all(users).gather(1, candidates), engine.score(users, candidates))
         if method == "fedem":
             merged_rounds += int(len(engine.g_clients) > 0)
     for u in range(ds.num_users):

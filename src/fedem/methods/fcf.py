@@ -23,7 +23,7 @@ def init_fcf(num_items: int, dim: int, seed: int) -> tuple[torch.Tensor, torch.T
 def fcf_scores(user_emb: torch.Tensor, item_rows: torch.Tensor) -> torch.Tensor:
     """user_emb [n, d], item_rows [n, K, d] -> sigmoid scores [n, K] (float32, as the authors rank:
     saturated scores tie, and ties count against the positive)."""
-    return torch.sigmoid((user_emb.unsqueeze(1) * item_rows).sum(-1))
+    return torch.sigmoid(torch.bmm(item_rows, user_emb.unsqueeze(2)).squeeze(2))
 
 
 def train_fcf_group(

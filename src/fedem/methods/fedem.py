@@ -15,6 +15,7 @@ from fedem.local_loop import run_local_training
 from fedem.methods.adapter import init_adapter, merge, merged_forward_backward
 from fedem.methods.aggregation import aggregation_matrix
 from fedem.methods.base import MethodContext
+from fedem.methods.fcf import fcf_scores
 from fedem.methods.local import PerClientTables
 from fedem.numerics.adam import StackedAdam
 from fedem.rng import numpy_rng
@@ -140,22 +141,34 @@ class FedEM(PerClientTables):
         self.g_tables = (w @ tables.reshape(n_agg, -1)).reshape(tables.shape)
 
     # ---- evaluation -----------------------------------------------------------------------
-    def eval_tables(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Clients of this round's aggregation set are scored with merge(L_u, G_u), the rest with L_u."""
-        rows = self.tables[users.unsqueeze(1), items]
-        if not self.g_clients.numel():
-            return rows
+    def _merged_subset(self, users: torch.Tensor):
+        """Positions (in `users`) of this round's aggregation-set clients, and their G-store slots."""
         g_pos = torch.full((self.num_users,), -1, dtype=torch.long, device=self.device)
         g_pos[self.g_clients] = torch.arange(len(self.g_clients), device=self.device)
         sel = torch.nonzero(g_pos[users] >= 0).squeeze(1)
+        return sel, g_pos[users[sel]]
+
+    def _merged_rows(self, users: torch.Tensor, local_rows: torch.Tensor, global_rows: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            merged, _ = merge([p[users] for p in self.adapter], local_rows, global_rows)
+        return merged
+
+    def eval_tables(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Clients of this round's aggregation set are scored with merge(L_u, G_u), the rest with L_u."""
+        rows = super().eval_tables(users, items)  # a gathered copy: safe to overwrite
+        sel, slots = self._merged_subset(users)
+        if sel.numel():
+            rows[sel] = self._merged_rows(users[sel], rows[sel], self.g_tables[slots.unsqueeze(1), items[sel]])
+        return rows
+
+    def score_all(self, users):
+        scores = super().score_all(users)
+        sel, slots = self._merged_subset(users)
         if sel.numel():
             u = users[sel]
-            params = [p[u] for p in self.adapter]
-            with torch.no_grad():
-                merged, _ = merge(params, rows[sel], self.g_tables[g_pos[u].unsqueeze(1), items[sel]])
-            rows = rows.clone()
-            rows[sel] = merged
-        return rows
+            merged = self._merged_rows(u, self.tables.index_select(0, u), self.g_tables.index_select(0, slots))
+            scores[sel] = fcf_scores(self.user_emb[u], merged)
+        return scores
 
     # ---- aggregation-bottleneck probe ------------------------------------------------------
     def probe_round(self, round_index: int, probe_items: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> list[dict]:

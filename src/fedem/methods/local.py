@@ -43,12 +43,18 @@ class PerClientTables(Method):
         """Item rows [n, K, d] each user is scored with."""
         return self.tables[users.unsqueeze(1), items]
 
+    def eval_full_tables(self, users: torch.Tensor) -> torch.Tensor:
+        """Whole item tables [n, I, d] each user is scored with (a view for a range of users)."""
+        lo = int(users[0]) if users.numel() else 0
+        if users.numel() and int(users[-1]) - lo + 1 == users.numel() and bool((users.diff() == 1).all()):
+            return self.tables[lo : lo + users.numel()]
+        return self.tables.index_select(0, users)
+
     def score(self, users, items):
         return fcf_scores(self.user_emb[users], self.eval_tables(users, items))
 
     def score_all(self, users):
-        all_items = torch.arange(self.num_items, device=self.device).expand(len(users), -1)
-        return self.score(users, all_items)
+        return fcf_scores(self.user_emb[users], self.eval_full_tables(users))
 
 
 class Local(PerClientTables):
