@@ -49,7 +49,7 @@ def make_result(config: dict, key: RunKey, level: float, rounds: int = 5, probe:
     return {
         "schema_version": RESULT_SCHEMA_VERSION, "protocol": key.protocol, "dataset": key.dataset,
         "method": key.method, "seed": key.seed, "config": rc, "config_hash": config_hash(rc),
-        "data_hash": data_hash, "code_hash": code_hash or training_code_hash(), "code_version": "test",
+        "data_hash": data_hash, "code_hash": code_hash or training_code_hash(key.method), "code_version": "test",
         "torch_version": "test", "device": "cpu", "rounds": entries,
         "selected": {"rule": "best validation hr@10", "round": best["round"], "val": best["val"],
                      "test": best["test"], "test_full_ranking": best["test_full_ranking"]},
@@ -92,10 +92,12 @@ def make_probe(key: RunKey, rounds: int = 6, clients: int = 40, seed: int = 0) -
     for t in range(rounds):
         for u in rng.choice(clients, size=clients // 2, replace=False):
             div = float(rng.gamma(2.0, 0.2) * (1 + t / rounds))
-            local = {"val_hr@10": float(rng.random() < 0.5), "val_ndcg@10": float(rng.random() * 0.5),
-                     "train_hr@10": float(rng.random() < 0.8)}
-            agg = {k: float(max(0.0, v - div * 0.3 * rng.random())) for k, v in local.items()}
-            merged = {k: float(min(1.0, v + 0.05)) for k, v in local.items()}
+            rank = int(rng.integers(1, 40))
+            ranks = {"local": rank, "aggregated": min(100, rank + int(div * 20 * rng.random())),
+                     "merged": max(1, rank - 1)}
+            local, agg, merged = ({"val_rank": r, "val_hr@10": float(r <= 10), "val_ndcg@10": float(r <= 10) / np.log2(1 + r),
+                                   "train_rank": 1, "train_hr@10": 1.0, "train_ndcg@10": 1.0}
+                                  for r in (ranks["local"], ranks["aggregated"], ranks["merged"]))
             q = np.sort(rng.random(5))
             records.append({"round": t, "client": int(u), "data_size": int(sizes[u]), "divergence": div,
                             "rho_mean": float(q.mean()), "rho_quantiles": [float(x) for x in q],
@@ -111,6 +113,9 @@ def write_grid_probes(results: Path, config: dict) -> list[Path]:
         for d in grid["probe_datasets"]:
             for s in grid["probe_seeds"]:
                 key = RunKey(p, d, "fedem", s)
-                paths.append(write_json(layout.probe_path(results, key), make_probe(key, seed=s)))
-                write_json(layout.probe_result_path(results, key), make_result(config, key, 0.5, probe=True))
+                result = make_result(config, key, 0.5, probe=True)
+                probe = make_probe(key, seed=s)
+                probe.update({k: result[k] for k in ("config_hash", "code_hash", "data_hash")})  # as the CLI writes it
+                paths.append(write_json(layout.probe_path(results, key), probe))
+                write_json(layout.probe_result_path(results, key), result)
     return paths

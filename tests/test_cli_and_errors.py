@@ -64,7 +64,7 @@ def test_cli_unknown_method_and_dataset_list_valid_keys(tmp_path):
 
 def test_nan_loss_stops_with_round_and_method_named(tiny_dataset):
     rc = tiny_run_config("local")
-    rc["method"]["lr_embedding"] = 1e30  # legal but absurd: logits overflow to inf - inf = NaN
+    rc["method"]["lr_embedding"] = 3.0e38  # legal but absurd: parameters overflow, then inf - inf = NaN
     with pytest.raises(TrainingError, match=r"'local'.*round 0"):
         run_federation(tiny_dataset, "local", rc, seed=0, progress=False)
 
@@ -72,7 +72,7 @@ def test_nan_loss_stops_with_round_and_method_named(tiny_dataset):
 def test_cli_failed_run_writes_no_result(tmp_path, mirror):
     out = tmp_path / "r.json"
     r = fedem_cli("train", "--dataset", "filmtrust", "--method", "local", "--seed", "0", "--rounds", "1",
-                  "--set", "methods.local.lr_embedding=1.0e+30", "--out", str(out), "--quiet",
+                  "--set", "methods.local.lr_embedding=3.0e+38", "--out", str(out), "--quiet",
                   "--set", f"data.raw_dir={tmp_path}/raw", "--set", f"data.processed_dir={tmp_path}/p",
                   env_mirror=mirror)
     assert r.returncode == 2 and "diverged in round 0" in r.stderr, r.stderr

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import yaml
 
 import matplotlib.image as mpimg
@@ -12,7 +14,7 @@ from fedem.report.__main__ import main
 from fedem.report.collect import collect
 from fedem.report.figures import PROTOCOL_GAP, convergence_name, plot_convergence
 from fedem.report.layout import RunKey
-from fedem.report.probe_figures import KINDS, binned, probe_frame, probe_name
+from fedem.report.probe_figures import KINDS, aggregation_change, binned, probe_frame, probe_name
 
 from report_fixtures import grid_config, make_probe, write_grid_probes, write_grid_results, write_json
 
@@ -88,3 +90,28 @@ def test_probe_without_its_result_file_is_invalid(tmp_path, config):
     write_json(layout.probe_path(results, key), make_probe(key))
     coll = collect(results, config)
     assert not coll.probes and coll.problems[0].kind == "invalid"
+
+
+def test_aggregation_change_is_the_smooth_rank_gain():
+    import numpy as np
+    import pandas as pd
+
+    frame = pd.DataFrame({"local:val_rank": [1, 3, 50], "aggregated:val_rank": [1, 7, 20],
+                          "local:val_hr@10": [1.0, 1.0, 0.0], "aggregated:val_hr@10": [1.0, 1.0, 0.0]})
+    change, label = aggregation_change(frame)
+    assert "log2" in label
+    assert change.tolist() == pytest.approx([0.0, 1 / np.log2(8) - 1 / np.log2(4), 1 / np.log2(21) - 1 / np.log2(51)])
+    change, label = aggregation_change(frame.drop(columns=["local:val_rank", "aggregated:val_rank"]))
+    assert "HR@10" in label and change.tolist() == [0.0, 0.0, 0.0]
+
+
+def test_probe_from_another_run_than_its_result_is_invalid(tmp_path, config):
+    results = tmp_path / "results"
+    write_grid_probes(results, config)
+    key = RunKey("clean", "filmtrust", "fedem", 0)
+    probe = json.loads(layout.probe_path(results, key).read_text())
+    probe["config_hash"] = "0" * 16
+    write_json(layout.probe_path(results, key), probe)
+    coll = collect(results, config)
+    assert RunKey("authors", "filmtrust", "fedem", 0) in coll.probes and key not in coll.probes
+    assert "different runs" in coll.problems[0].detail

@@ -61,8 +61,9 @@ def cmd_prepare(args) -> int:
 def cmd_train(args) -> int:
     from fedem.data.pipeline import prepare
     from fedem.engine.federation import run_federation
-    from fedem.engine.results import code_version, provenance, write_probe, write_result
+    from fedem.engine.results import code_version, provenance, training_code_hash, write_probe, write_result
     from fedem.methods import get_method
+
 
     overrides = list(args.overrides)
     if args.rounds is not None:
@@ -75,12 +76,13 @@ def cmd_train(args) -> int:
 
         torch.set_num_threads(args.threads)
     get_method(args.method)  # unknown methods fail before any data work
+    code_hash = training_code_hash(args.method)  # before training: the code that makes the numbers
     rc = run_config(config, args.protocol, args.method)
     start = time.perf_counter()
     ds, stats = prepare(config, args.dataset, rc["protocol"]["dedupe"])
     body = run_federation(ds, args.method, rc, args.seed, progress=not args.quiet)
     probe_records = body.pop("probe_records")
-    result = provenance(args.protocol, args.dataset, args.method, args.seed, rc, ds.content_hash)
+    result = provenance(args.protocol, args.dataset, args.method, args.seed, rc, ds.content_hash, code_hash)
     result["device"] = body.pop("device")
     round_seconds = body.pop("round_seconds")
     result.update(body)
@@ -96,6 +98,7 @@ def cmd_train(args) -> int:
     }
     if args.probe_out is not None:
         probe = {k: result[k] for k in ("protocol", "dataset", "method", "seed", "config_hash", "data_hash", "code_hash")}
+        probe["rho_quantile_levels"] = [0.05, 0.25, 0.5, 0.75, 0.95]
         probe["records"] = probe_records
         write_probe(args.probe_out, probe)
     write_result(args.out, result, timing)

@@ -21,10 +21,7 @@ from fedem.engine.results import config_hash, training_code_hash
 from fedem.errors import ConfigError
 from fedem.report import layout
 from fedem.report.layout import RunKey
-from fedem.report.figures import PROTOCOL_GAP, convergence_name
-from fedem.report.probe_figures import KINDS as PROBE_FIGURE_KINDS, probe_name
-from fedem.report.provenance import Expected
-from fedem.report.tables import output_files as table_output_files
+from fedem.report.provenance import Expected, expected_for
 
 
 # ---------------------------------------------------------------------------------------------
@@ -45,8 +42,21 @@ def _first_error(validator, data, source):
         raise ConfigError(f"invalid config in {source} at '{where}': {err.message}{extra}")
 
 
+STRING_HINT = ("Note: Snakemake passes nested --config values as strings (e.g. --config 'training={rounds: 3}' "
+               "gives '3'); put such overrides in a small YAML file and add it with --configfile")
+
+
 def split_config(cfg):
     """(package config, workflow settings), both validated; errors name the offending key."""
+    try:
+        return _split_config(cfg)
+    except ConfigError as exc:
+        if "is not of type" in str(exc):
+            raise ConfigError(f"{exc}. {STRING_HINT}") from None
+        raise
+
+
+def _split_config(cfg):
     schema = yaml.safe_load(WORKFLOW_SCHEMA.read_text())
     _first_error(jsonschema.Draft202012Validator(schema), {WORKFLOW_KEY: cfg.get(WORKFLOW_KEY)} if WORKFLOW_KEY in cfg
                  else {}, "config/workflow.yaml (the `workflow` section)")
@@ -71,8 +81,17 @@ LOGS = WF["logs_dir"]
 PROCESSED = PACKAGE_CONFIG["data"]["processed_dir"]
 # Jobs run `python` from the environment running Snakemake, whether or not it was activated.
 shell.prefix(f"set -euo pipefail; export PATH={shlex.quote(str(Path(sys.executable).parent))}:\"$PATH\"; ")
-CODE_HASH = training_code_hash()
-EXPECTED = Expected(code_hash=CODE_HASH, config=PACKAGE_CONFIG)
+CODE_HASH = training_code_hash()  # every method's training code: re-renders tables when any changes
+EXPECTED = expected_for(PACKAGE_CONFIG)
+
+
+def method_code_hash(wildcards):
+    """The training code of this run's method: a change re-runs exactly that method's jobs."""
+    return EXPECTED.code_hash(wildcards.method)
+
+
+def fedem_code_hash(wildcards):
+    return EXPECTED.code_hash("fedem")
 
 
 def write_resolved_config(package):
@@ -120,8 +139,7 @@ def dataset_outputs(dataset):
     """Every file the grid wants for `dataset`: runs, probes and the dataset's stats copies."""
     files = [str(layout.run_path(RESULTS, k)) for k in grid_runs() if k.dataset == dataset]
     files += [str(layout.probe_path(RESULTS, k)) for k in grid_probes() if k.dataset == dataset]
-    protocols = GRID["protocols"]
-    files += sorted({stats_copy(dataset, p) for p in protocols})
+    files += sorted({stats_copy(dataset, p) for p in GRID["protocols"]})
     return files
 
 
@@ -149,7 +167,7 @@ def dataset_status():
         lines = [bar, f"!! {len(unavailable)} DATASET(S) LEFT OUT: their data cannot be obtained on this machine now."]
         for a in unavailable:
             lines += [f"!!   {a.dataset}: {a.detail}.", f"!!     To supply it: {a.how_to_supply(PACKAGE_CONFIG['data']['raw_dir'])}."]
-        lines += ["!! The run goes on without them; the tables say so (see results/grid.json).", bar]
+        lines += [f"!! The run goes on without them; the tables say so (see {layout.grid_manifest_path(RESULTS)}).", bar]
         print("\n".join(lines), file=sys.stderr)
     return status
 
@@ -182,14 +200,14 @@ def expected_outputs(wildcards=None):
 
 
 def table_files():
-    return [f"{TABLES}/{name}" for name in table_output_files(PACKAGE_CONFIG)]
+    return [f"{TABLES}/{name}" for name in layout.table_files(GRID["protocols"])]
 
 
 def figure_files(wildcards=None):
-    names = [convergence_name(d) for d in kept_datasets(GRID["datasets"])]
-    names += [probe_name(k, d) for d in kept_datasets(GRID["probe_datasets"]) for k in PROBE_FIGURE_KINDS]
-    names.append(PROTOCOL_GAP)
-    return [f"{FIGURES}/{n}.{ext}" for n in names for ext in ("pdf", "png")]
+    names = [layout.convergence_figure(d) for d in kept_datasets(GRID["datasets"])]
+    names += [layout.probe_figure(k, d) for d in kept_datasets(GRID["probe_datasets"]) for k in layout.PROBE_FIGURE_KINDS]
+    names.append(layout.PROTOCOL_GAP_FIGURE)
+    return [f"{FIGURES}/{n}{ext}" for n in names for ext in layout.FIGURE_SUFFIXES]
 
 
 def all_targets(wildcards):
@@ -265,7 +283,7 @@ def flagged_table_files():
 
 def flagged_probe_figures():
     out = {}
-    for kind in PROBE_FIGURE_KINDS:
+    for kind in layout.PROBE_FIGURE_KINDS:
         out[f"{kind}_pdf"] = f"{FIGURES}/probe_{kind}_{{dataset}}.pdf"
         out[f"{kind}_png"] = report(f"{FIGURES}/probe_{kind}_{{dataset}}.png", caption=f"../report/probe_{kind}.rst",
                                     category="Figures", subcategory="Aggregation probes",

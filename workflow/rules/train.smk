@@ -17,7 +17,7 @@ rule train:
         f"{RESULTS}/benchmarks/train/{{protocol}}/{{dataset}}/{{method}}/seed{{seed}}.tsv"
     params:
         config_hash=run_config_hash,
-        code_hash=CODE_HASH,
+        code_hash=method_code_hash,
     threads: WF["threads_per_train_job"]
     resources:
         gpu=WF["gpus_per_train_job"],
@@ -25,7 +25,7 @@ rule train:
         "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} "
         "python -m fedem train --config {CONFIG_FILE} --protocol {wildcards.protocol} "
         "--dataset {wildcards.dataset} --method {wildcards.method} --seed {wildcards.seed} "
-        "--out {output.result} --quiet > {log} 2>&1"
+        "--out {output.result} --threads {threads} --quiet > {log} 2>&1"
 
 
 rule probe:
@@ -41,7 +41,7 @@ rule probe:
         f"{RESULTS}/benchmarks/probe/{{protocol}}/{{dataset}}/fedem/seed{{seed}}.tsv"
     params:
         config_hash=probe_config_hash,
-        code_hash=CODE_HASH,
+        code_hash=fedem_code_hash,
     threads: WF["threads_per_train_job"]
     resources:
         gpu=WF["gpus_per_train_job"],
@@ -49,4 +49,4 @@ rule probe:
         "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} "
         "python -m fedem train --config {CONFIG_FILE} --protocol {wildcards.protocol} "
         "--dataset {wildcards.dataset} --method fedem --seed {wildcards.seed} "
-        "--probe-out {output.probe} --out {output.result} --quiet > {log} 2>&1"
+        "--probe-out {output.probe} --out {output.result} --threads {threads} --quiet > {log} 2>&1"

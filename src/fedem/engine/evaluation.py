@@ -30,6 +30,9 @@ class Evaluator:
 
     def sampled(self, method: Method, split: str) -> dict[str, float]:
         scores = method.score(self.users, self.candidates[split])
+        if not bool(torch.isfinite(scores).all()):
+            # BCE clamps its log terms, so a diverged model can keep a finite loss: check the scores
+            raise FloatingPointError(f"non-finite {split} scores")
         return hr_ndcg(sampled_ranks(scores[:, 0], scores[:, 1:]), self.ks)
 
     def full(self, method: Method, split: str) -> dict[str, float]:

@@ -102,7 +102,10 @@ def run_federation(
             round_seconds.append(time.perf_counter() - start)
             if probing:
                 probe_records.extend(method.probe_round(t, evaluator.probe_items))
-            rounds.append(_round_entry(t, losses, method, method_key, evaluator, tr["full_ranking"]))
+            try:
+                rounds.append(_round_entry(t, losses, method, method_key, evaluator, tr["full_ranking"]))
+            except FloatingPointError as exc:
+                raise TrainingError(f"method '{method_key}' diverged in round {t}: {exc}") from exc
             bar.set_postfix(val_hr10=f"{rounds[-1]['val']['hr@10']:.4f}")
     metric = tr["selection_metric"]
     selected = select_round(rounds, "val", metric, latest_on_ties=False)

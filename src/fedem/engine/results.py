@@ -5,20 +5,21 @@ the same seed gives a bit-identical file on CPU. Timings go to a sidecar `<name>
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import subprocess
+import sys
 from pathlib import Path
-
-import torch
 
 import fedem
 from fedem.data.dataset import atomic_write_bytes
 
 RESULT_SCHEMA_VERSION = 1
 _PACKAGE_DIR = Path(fedem.__file__).resolve().parent
-# what determines a run's numbers; the report code does not
-_TRAINING_CODE_EXCLUDE = ("report", "cli.py")
+# what determines a run's numbers; the report code, the CLI and the method registry do not
+_TRAINING_CODE_EXCLUDE = ("report", "cli.py", "data/availability.py", "methods/__init__.py", "__init__.py")
+_RUN_ENTRY = "engine/federation.py"
 
 
 def canonical_json(obj) -> str:
@@ -29,14 +30,51 @@ def config_hash(run_config: dict) -> str:
     return hashlib.sha256(json.dumps(run_config, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def training_code_hash() -> str:
-    """sha256 over the package sources that determine a run's numbers (not the report code)."""
-    h = hashlib.sha256()
-    for path in sorted(_PACKAGE_DIR.rglob("*")):
+def _module_file(name: str) -> Path | None:
+    rel = Path(*name.split(".")[1:])
+    for candidate in (_PACKAGE_DIR / rel.with_suffix(".py"), _PACKAGE_DIR / rel / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _fedem_imports(path: Path) -> set[Path]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "fedem":
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names if alias.name.split(".")[0] == "fedem"]
+        found.update(f for f in map(_module_file, names) if f is not None)
+    return found
+
+
+def _source_closure(entries: list[Path]) -> list[Path]:
+    """The package files reachable from `entries` by `fedem` imports (static, via ast)."""
+    seen: set[Path] = set()
+    todo = list(entries)
+    while todo:
+        path = todo.pop()
         rel = path.relative_to(_PACKAGE_DIR).as_posix()
-        if path.suffix not in (".py", ".yaml") or rel.startswith(_TRAINING_CODE_EXCLUDE):
+        if path in seen or rel.startswith(_TRAINING_CODE_EXCLUDE) or rel in _TRAINING_CODE_EXCLUDE:
             continue
-        h.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
+        seen.add(path)
+        todo.extend(_fedem_imports(path))
+    return sorted(seen)
+
+
+def training_code_hash(method: str | None = None) -> str:
+    """sha256 over the sources that determine a run's numbers: the engine and everything it and the
+    method's module import (statically). Adding another method, or editing the report code, leaves
+    it unchanged; method=None hashes every method's closure (the whole training code)."""
+    from fedem.methods import METHODS
+
+    keys = sorted(METHODS) if method is None else [method]
+    entries = [_PACKAGE_DIR / _RUN_ENTRY] + [Path(sys.modules[METHODS[k].__module__].__file__) for k in keys]
+    h = hashlib.sha256()
+    for path in _source_closure(entries):
+        h.update(path.relative_to(_PACKAGE_DIR).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()[:16]
 
 
@@ -51,7 +89,11 @@ def code_version() -> str:
         return fedem.__version__
 
 
-def provenance(protocol: str, dataset: str, method: str, seed: int, run_config: dict, data_hash: str) -> dict:
+def provenance(protocol: str, dataset: str, method: str, seed: int, run_config: dict, data_hash: str,
+               code_hash: str) -> dict:
+    """code_hash: training_code_hash() taken when the run started (the code that made the numbers)."""
+    import torch
+
     return {
         "schema_version": RESULT_SCHEMA_VERSION,
         "protocol": protocol,
@@ -61,7 +103,7 @@ def provenance(protocol: str, dataset: str, method: str, seed: int, run_config: 
         "config": run_config,
         "config_hash": config_hash(run_config),
         "data_hash": data_hash,
-        "code_hash": training_code_hash(),
+        "code_hash": code_hash,
         "code_version": fedem.__version__,
         "torch_version": torch.__version__,
     }

@@ -177,6 +177,10 @@ def _admit(coll: Collection, key: RunKey, path: Path, result_path: Path, probe: 
     result, err = _load_json(result_path)
     if err is None:
         err = _identity_mismatch(result, key)
+    if err is None and probe:
+        mismatch = [k for k in ("config_hash", "code_hash", "data_hash") if k in data and data[k] != result.get(k)]
+        if mismatch:
+            err = f"the probe file and {result_path.name} come from different runs ({', '.join(mismatch)} differ)"
     if err:
         coll.problems.append(Problem(result_path.as_posix(), INVALID, err))
         return

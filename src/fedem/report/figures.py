@@ -10,17 +10,14 @@ from pathlib import Path
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from fedem.report import style
+from fedem.report import layout, style
 from fedem.report.collect import Collection
 from fedem.report.summary import Cell, survival
 from fedem.report.tables import CLEAN, REFERENCE, ordered_methods
 
 
-def convergence_name(dataset: str) -> str:
-    return f"convergence_{dataset}"
-
-
-PROTOCOL_GAP = "protocol_gap"
+convergence_name = layout.convergence_figure
+PROTOCOL_GAP = layout.PROTOCOL_GAP_FIGURE
 
 
 def curve(coll: Collection, protocol: str, dataset: str, method: str, split: str = "val",

@@ -7,6 +7,8 @@
     <results>/data_stats/{dataset}-{variant}.json                           copy of a dataset's stats
     <results>/benchmarks/...                                                Snakemake benchmark files
     <results>/grid.json                                                     what the last full run covered
+
+and the names of the tables and figures the report writes (the workflow declares them as outputs).
 """
 
 from __future__ import annotations
@@ -87,3 +89,32 @@ def find_probes(results: str | Path) -> list[tuple[RunKey, Path]]:
 def find_data_stats(results: str | Path) -> list[Path]:
     root = Path(results) / DATA_STATS
     return sorted(root.glob("*.json")) if root.is_dir() else []
+
+
+# --- tables (each as .md, .tex and .csv) and figures (each as .pdf and .png) -------------------
+
+TABLE_SUFFIXES = (".md", ".tex", ".csv")
+TABLE_EXTRAS = ("provenance.md", "all_runs.csv")
+FIGURE_SUFFIXES = (".pdf", ".png")
+PROTOCOL_GAP_FIGURE = "protocol_gap"
+PROBE_FIGURE_KINDS = ("models", "divergence", "change", "rho")
+
+
+def table_names(protocols: list[str]) -> list[str]:
+    names = ["datasets"]
+    for protocol in protocols:
+        names += [f"main_{protocol}", f"main_full_ranking_{protocol}", f"test_selected_{protocol}"]
+    return names + ["protocol_gap"]
+
+
+def table_files(protocols: list[str]) -> list[str]:
+    """Every file name `python -m fedem.report tables` writes for a grid with these protocols."""
+    return [f"{n}{s}" for n in table_names(protocols) for s in TABLE_SUFFIXES] + list(TABLE_EXTRAS)
+
+
+def convergence_figure(dataset: str) -> str:
+    return f"convergence_{dataset}"
+
+
+def probe_figure(kind: str, dataset: str) -> str:
+    return f"probe_{kind}_{dataset}"

@@ -6,8 +6,14 @@ A probe file holds per round and per probed client: its data size, the divergenc
 (static replacement) and FedEM's merged model. Four figures per dataset, each with every protocol:
     probe_models_<d>      val HR@10 of the three models over rounds
     probe_divergence_<d>  divergence over rounds (median and interquartile band over clients)
-    probe_change_<d>      aggregated - local val HR@10 per client, binned by divergence and by data size
+    probe_change_<d>      per-client change from aggregation, binned by divergence and by data size
     probe_rho_<d>         the rho distribution over rounds
+
+The change from aggregation is measured on a smooth score, not on HR@10 (which is 0 or 1 per client
+and hides most moves): the gain 1 / log2(1 + rank) of the client's validation item among its 100
+candidates, i.e. its NDCG without the top-10 cut-off. Aggregated minus local: below zero,
+replacing the local model by the aggregated one pushes the held-out item down. Probe files without
+ranks fall back to HR@10.
 """
 
 from __future__ import annotations
@@ -16,17 +22,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from fedem.report import style
+from fedem.report import layout, style
 from fedem.report.collect import Collection
 
-KINDS = ("models", "divergence", "change", "rho")
+KINDS = layout.PROBE_FIGURE_KINDS
 METRIC = "val_hr@10"
-
-
-def probe_name(kind: str, dataset: str) -> str:
-    return f"probe_{kind}_{dataset}"
+probe_name = layout.probe_figure
 
 
 def probe_frame(coll: Collection, dataset: str) -> pd.DataFrame:
@@ -132,9 +135,24 @@ def _plain_number(value: float, _pos=None) -> str:
     return f"{value:g}"
 
 
+def rank_gain(rank: pd.Series) -> pd.Series:
+    """1 / log2(1 + rank): NDCG of one relevant item without the top-k cut-off (1 at rank 1)."""
+    return 1.0 / np.log2(1.0 + pd.to_numeric(rank, errors="coerce"))
+
+
+def aggregation_change(frame: pd.DataFrame) -> tuple[pd.Series, str]:
+    """Per record: aggregated minus local, on the smooth rank gain when ranks were recorded."""
+    if "aggregated:val_rank" in frame and "local:val_rank" in frame:
+        change = rank_gain(frame["aggregated:val_rank"]) - rank_gain(frame["local:val_rank"])
+        return change, "Δ 1/log2(1+val rank)\n(aggregated − local)"
+    change = frame.get(f"aggregated:{METRIC}", pd.Series(np.nan, index=frame.index)) - frame.get(
+        f"local:{METRIC}", pd.Series(np.nan, index=frame.index))
+    return change, "Δ val HR@10\n(aggregated − local)"
+
+
 def plot_change(coll: Collection, frame: pd.DataFrame, dataset: str, out_dir: Path) -> list[Path]:
     fig, axes = style.figure(rows=2)
-    change = frame.get(f"aggregated:{METRIC}", pd.Series(dtype=float)) - frame.get(f"local:{METRIC}", pd.Series(dtype=float))
+    change, ylabel = aggregation_change(frame)
     for ax, column, label in ((axes[0, 0], "divergence", "divergence (binned)"),
                               (axes[1, 0], "data_size", "client train interactions (binned)")):
         for protocol in _protocols(coll, frame):
@@ -147,9 +165,10 @@ def plot_change(coll: Collection, frame: pd.DataFrame, dataset: str, out_dir: Pa
                         elinewidth=0.7, label=f"{protocol} protocol")
         ax.axhline(0, color="0.3", linewidth=0.6, dashes=(3, 2))
         ax.set_xlabel(label)
-        ax.set_ylabel("Δ val HR@10\n(aggregated − local)")
+        ax.set_ylabel(ylabel)
         if column == "data_size":
             ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
             ax.xaxis.set_major_formatter(FuncFormatter(_plain_number))
             ax.xaxis.set_minor_formatter(NullFormatter())
     axes[0, 0].set_title(dataset)

@@ -21,8 +21,11 @@ REQUIRED_KEYS = ("schema_version", "protocol", "dataset", "method", "seed", "con
 class Expected:
     """What a current result file must carry."""
 
-    code_hash: str
+    code_hashes: dict  # method -> training_code_hash(method)
     config: dict  # the package config the hashes are computed from
+
+    def code_hash(self, method: str) -> str | None:
+        return self.code_hashes.get(method)
 
     def run_config(self, protocol: str, method: str, probe: bool = False) -> dict:
         config = self.config
@@ -36,7 +39,13 @@ class Expected:
 
 
 def expected_for(config: dict) -> Expected:
-    return Expected(code_hash=training_code_hash(), config=config)
+    return Expected(code_hashes=current_code_hashes(), config=config)
+
+
+def current_code_hashes() -> dict:
+    from fedem.methods import METHODS
+
+    return {method: training_code_hash(method) for method in METHODS}
 
 
 def dict_diff(old: object, new: object, prefix: str = "") -> list[str]:
@@ -77,8 +86,8 @@ def check_result(result: dict, expected: Expected, protocol: str, method: str,
         diff = dict_diff(result["config"], expected.run_config(protocol, method, probe))
         shown = "; ".join(diff[:4]) + (f"; ... ({len(diff) - 4} more)" if len(diff) > 4 else "")
         reasons.append(f"config hash {result['config_hash']} != current {want} ({shown or 'same values, other hash'})")
-    if result["code_hash"] != expected.code_hash:
-        reasons.append(f"training code hash {result['code_hash']} != current {expected.code_hash}")
+    if result["code_hash"] != expected.code_hash(method):
+        reasons.append(f"training code hash {result['code_hash']} != current {expected.code_hash(method)}")
     if data_hash is not None and result["data_hash"] != data_hash:
         reasons.append(f"data hash {result['data_hash'][:16]} != current dataset {data_hash[:16]}")
     return Verdict(not reasons, reasons)

@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 from fedem.data.dataset import atomic_write_bytes
-from fedem.report.collect import INVALID, OUTSIDE, STALE, Collection
+from fedem.report import layout
+from fedem.report.collect import OUTSIDE, Collection
 from fedem.report.summary import (
     PROPOSED,
     SANITY_METHODS,
@@ -33,20 +34,9 @@ SPLIT_LABEL = {"test": "sampled (1 held-out item + 99 negatives)", "test_full_ra
 REFERENCE, CLEAN = "authors", "clean"
 
 
-def table_names(config: dict) -> list[str]:
-    """Stems of every table `write_tables` writes for this config (each as .md, .tex and .csv)."""
-    names = ["datasets"]
-    for protocol in config["grid"]["protocols"]:
-        names += [f"main_{protocol}", f"main_full_ranking_{protocol}", f"test_selected_{protocol}"]
-    return names + ["protocol_gap"]
-
-
-def extra_files() -> list[str]:
-    return ["provenance.md", "all_runs.csv"]
-
-
 def output_files(config: dict) -> list[str]:
-    return [f"{n}{s}" for n in table_names(config) for s in (".md", ".tex", ".csv")] + extra_files()
+    """Every file `write_tables` writes for this config."""
+    return layout.table_files(config["grid"]["protocols"])
 
 
 def ordered_methods(coll: Collection) -> list[str]:
@@ -72,9 +62,10 @@ def common_warnings(coll: Collection) -> list[str]:
 
 def _seed_note(coll: Collection) -> str:
     seeds = coll.grid["seeds"]
-    which = f"seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else f"seed {seeds[0]} (no std with one seed)"
-    return (f"Mean ± sample std over training {which} "
-            f"(a cell computed from fewer seeds says n=…).")
+    if len(seeds) == 1:
+        return f"One training seed ({seeds[0]}): no std."
+    return (f"Mean ± sample std over training seeds {', '.join(map(str, seeds))}; "
+            f"a cell computed from fewer seeds says n=….")
 
 
 def _cell_text(cell: Cell, n_grid: int, floor: float | None = None, sanity: bool = False) -> str:
@@ -283,7 +274,8 @@ def provenance_md(coll: Collection) -> str:
     if excluded:
         out += ["## WARNING: stale or invalid result files, EXCLUDED from every table and figure", "",
                 "These files were produced by other training code or another config than the current one (or are "
-                "unreadable). They are not mixed into any number. To regenerate them:", "",
+                "unreadable). They are not mixed into any number. To regenerate them (add the --configfile "
+                "options of the run that made them, if any):", "",
                 "```", "snakemake --cores 8 --forcerun " + " ".join(p.path for p in excluded), "```", "",
                 "| File | Kind | Why |", "|:--|:--|:--|"]
         out += [f"| `{p.path}` | {p.kind} | {p.detail.replace('|', '/')} |" for p in excluded]
@@ -302,7 +294,8 @@ def provenance_md(coll: Collection) -> str:
         out += [f"| `{p.path}` |" for p in ignored]
         out.append("")
     out += ["## What a current result file carries", "",
-            f"- training code hash (`fedem.engine.results.training_code_hash()`): `{coll.expected.code_hash}`",
+            "- training code hash per method (`fedem.engine.results.training_code_hash(method)`): "
+            + ", ".join(f"{m} `{h}`" for m, h in sorted(coll.expected.code_hashes.items())),
             "- config hash (`config_hash(run_config(config, protocol, method))`), per protocol and method:", "",
             "| Protocol | Method | config_hash | probe run config_hash |", "|:--|:--|:--|:--|"]
     for protocol in grid["protocols"]:
@@ -348,4 +341,3 @@ def warn_excluded(coll: Collection, stream=sys.stderr) -> None:
     print("\n".join(lines), file=stream)
 
 
-__all__ = ["INVALID", "STALE", "build_tables", "output_files", "table_names", "write_tables"]

@@ -1,0 +1,25 @@
+"""A run's code hash covers exactly the code that makes its numbers."""
+
+from fedem.engine.results import _PACKAGE_DIR, _RUN_ENTRY, _source_closure, training_code_hash
+from fedem.methods import METHODS
+
+
+def closure(method):
+    module = METHODS[method].__module__.split(".")[-1]
+    files = _source_closure([_PACKAGE_DIR / _RUN_ENTRY, _PACKAGE_DIR / "methods" / f"{module}.py"])
+    return {p.relative_to(_PACKAGE_DIR).as_posix() for p in files}
+
+
+def test_closure_follows_imports_and_skips_registry_and_report():
+    fedem, fedmf = closure("fedem"), closure("fedmf")
+    assert {"methods/adapter.py", "methods/aggregation.py", "numerics/simplex.py", "methods/fcf.py",
+            "numerics/adam.py", "batching.py", "engine/evaluation.py", "metrics.py"} <= fedem
+    assert "methods/adapter.py" not in fedmf and "methods/fedem.py" not in fedmf
+    for files in (fedem, fedmf):
+        assert not any(f.startswith("report") or f in ("cli.py", "methods/__init__.py") for f in files)
+
+
+def test_hashes_differ_per_method_and_are_stable():
+    hashes = {m: training_code_hash(m) for m in METHODS}
+    assert len(set(hashes.values())) == len(hashes)
+    assert hashes == {m: training_code_hash(m) for m in METHODS}

@@ -1,0 +1,58 @@
+"""The committed tables are exactly what the committed results and code render: no hand edits,
+and no table left behind after the results or the code changed."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fedem.config import load_config
+from fedem.report import layout
+from fedem.report.tables import output_files
+
+from conftest import REPO
+from report_fixtures import grid_config, write_grid_results
+
+RESULTS = "results"  # as config/workflow.yaml has it; paths in provenance.md are written relative to it
+TABLES = "paper_tables"
+
+
+def table_drift(root: Path, scratch: Path) -> tuple[list[str], list[str]]:
+    """(tables missing from root/paper_tables, tables that differ from a fresh render of root/results)."""
+    proc = subprocess.run([sys.executable, "-m", "fedem.report", "tables", "--config", "config/config.yaml",
+                           "--results", RESULTS, "--out", str(scratch)], cwd=root, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    expected = sorted(output_files(load_config(root / "config" / "config.yaml")))
+    committed = root / TABLES
+    missing = [n for n in expected if not (committed / n).is_file()]
+    differ = [n for n in expected if n not in missing and (committed / n).read_bytes() != (scratch / n).read_bytes()]
+    return missing, differ
+
+
+def test_committed_tables_rerender_identically(tmp_path):
+    if not layout.find_runs(REPO / RESULTS):
+        pytest.skip("no committed result files under results/runs yet")
+    missing, differ = table_drift(REPO, tmp_path / "render")
+    assert not missing, f"tables missing from paper_tables/ (run `snakemake tables`): {missing}"
+    assert not differ, (
+        f"paper_tables/ differs from a re-render of results/ for {differ}: either a table was edited by hand, "
+        "or the results or the code changed since the tables were made (see paper_tables/provenance.md). "
+        "Regenerate with `snakemake tables` (and re-run stale results with `snakemake --cores 8`)."
+    )
+
+
+def test_drift_check_catches_a_hand_edit(tmp_path):
+    root = tmp_path / "repo"
+    (root / "config").mkdir(parents=True)
+    shutil.copy(REPO / "config" / "config.yaml", root / "config" / "config.yaml")
+    write_grid_results(root / RESULTS, grid_config(seeds=[0, 1]))
+    assert table_drift(root, tmp_path / "none")[0] == sorted(output_files(load_config(root / "config" / "config.yaml")))
+    table_drift(root, root / TABLES)  # what `snakemake tables` writes and a commit would hold
+    assert table_drift(root, tmp_path / "again") == ([], [])
+    edited = root / TABLES / "main_clean.md"
+    edited.write_text(edited.read_text().replace("0.", "0,", 1))
+    assert table_drift(root, tmp_path / "third") == ([], ["main_clean.md"])
