@@ -25,16 +25,23 @@ class PerClientTables(Method):
         own table; returns the losses [U] (NaN for skipped clients)."""
         tr = self.ctx.training
         plan = samples.plan()
+        d = self.tables.shape[-1]
         ranked = plan.clients.to(self.device)
-        owners = ranked[plan.pool_client.to(self.device)]
-        pool_items = plan.pool_items.to(self.device)
-        pool = self.tables[owners, pool_items]
+        pool_client = plan.pool_client.to(self.device)
+        flat_rows = ranked[pool_client] * self.num_items + plan.pool_items.to(self.device)
+        table_rows = self.tables.view(-1, d)
+        pool = table_rows.index_select(0, flat_rows)
         users = self.user_emb[ranked]
         skip_ranked = None if skip is None else skip.to(self.device)[ranked]
         losses = train_fcf_group(plan, users, pool, lr, self.ctx.adam, tr["early_stop_threshold"], tr["fused_adam"],
                                  skip_ranked)
-        self.tables[owners, pool_items] = pool
-        self.user_emb[ranked] = users
+        if skip_ranked is None:
+            table_rows.index_copy_(0, flat_rows, pool)
+            self.user_emb[ranked] = users
+        else:  # write back the trained clients only: the skipped ones' rows are another group's
+            trained_rows = ~skip_ranked[pool_client]
+            table_rows.index_copy_(0, flat_rows[trained_rows], pool[trained_rows])
+            self.user_emb[ranked[~skip_ranked]] = users[~skip_ranked]
         out = torch.full((self.num_users,), float("nan"), dtype=torch.float64, device=self.device)
         out[ranked] = losses
         return out
