@@ -56,3 +56,13 @@ def test_drift_check_catches_a_hand_edit(tmp_path):
     edited = root / TABLES / "main_clean.md"
     edited.write_text(edited.read_text().replace("0.", "0,", 1))
     assert table_drift(root, tmp_path / "third") == ([], ["main_clean.md"])
+
+
+def test_readme_results_block_is_rendered_not_typed():
+    from fedem.report.readme import BEGIN, END, render
+
+    text = (REPO / "README.md").read_text()
+    block = BEGIN + text.split(BEGIN, 1)[1].split(END, 1)[0] + END
+    assert block == render(REPO / TABLES, REPO / RESULTS), (
+        "README.md's results block differs from the committed tables/timings: run "
+        "`python -m fedem.report readme` (the tables step does it)")

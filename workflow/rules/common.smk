@@ -81,6 +81,13 @@ LOGS = WF["logs_dir"]
 PROCESSED = PACKAGE_CONFIG["data"]["processed_dir"]
 # Jobs run `python` from the environment running Snakemake, whether or not it was activated.
 shell.prefix(f"set -euo pipefail; export PATH={shlex.quote(str(Path(sys.executable).parent))}:\"$PATH\"; ")
+# after the tables, re-render the README's results block from them (never in the smoke run)
+README_STEP = (
+    f" && python -m fedem.report readme --readme {shlex.quote(WF['readme_file'])} --tables {shlex.quote(TABLES)} "
+    f"--results {shlex.quote(RESULTS)}"
+    if WF.get("readme_file")
+    else ""
+)
 CODE_HASH = training_code_hash()  # every method's training code: re-renders tables when any changes
 EXPECTED = expected_for(PACKAGE_CONFIG)
 

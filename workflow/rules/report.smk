@@ -40,8 +40,8 @@ rule render_tables:
     log:
         f"{LOGS}/report/tables.log",
     shell:
-        "python -m fedem.report tables --config {params.config} --results {params.results} "
-        "--out {params.out} 2>&1 | tee {log}"
+        "(python -m fedem.report tables --config {params.config} --results {params.results} "
+        "--out {params.out}{README_STEP}) 2>&1 | tee {log}"
 
 
 rule render_convergence:
@@ -112,8 +112,8 @@ rule tables:
     message:
         "tables from the result files under {params.results}/ (nothing is trained or prepared)"
     shell:
-        "python -m fedem.report tables --config {params.config} --results {params.results} --out {params.out} "
-        "2>&1 | tee {log}"
+        "(python -m fedem.report tables --config {params.config} --results {params.results} --out {params.out}"
+        "{README_STEP}) 2>&1 | tee {log}"
 
 
 rule figures:

@@ -1,4 +1,4 @@
-"""`python -m fedem.report tables|figures|copy-stats`: what the workflow's report rules call."""
+"""`python -m fedem.report tables|figures|readme|copy-stats`: what the workflow's report rules call."""
 
 from __future__ import annotations
 
@@ -30,6 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     fig.add_argument("--kind", choices=FIGURE_KINDS, default="all")
     fig.add_argument("--dataset", action="append", default=[],
                      help="dataset(s) to plot (default: every grid dataset with current results)")
+    rd = sub.add_parser("readme", help="re-render README.md's results block from the tables and timings")
+    rd.add_argument("--readme", type=Path, default=Path("README.md"))
+    rd.add_argument("--tables", type=Path, default=Path("paper_tables"))
+    rd.add_argument("--results", type=Path, default=Path("results"))
     cp = sub.add_parser("copy-stats", help="copy a dataset's stats JSON without its timings")
     cp.add_argument("src", type=Path)
     cp.add_argument("dst", type=Path)
@@ -67,6 +71,14 @@ def cmd_figures(args) -> int:
     return 0
 
 
+def cmd_readme(args) -> int:
+    from fedem.report.readme import update_readme
+
+    changed = update_readme(args.readme, args.tables, args.results)
+    print(f"{args.readme}: results block {'updated' if changed else 'already current'}")
+    return 0
+
+
 def cmd_copy_stats(args) -> int:
     stats = json.loads(args.src.read_text())
     for key in TIMING_KEYS:
@@ -78,7 +90,7 @@ def cmd_copy_stats(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"tables": cmd_tables, "figures": cmd_figures, "copy-stats": cmd_copy_stats}[args.command](args)
+        return {"tables": cmd_tables, "figures": cmd_figures, "copy-stats": cmd_copy_stats, "readme": cmd_readme}[args.command](args)
     except FedemError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -92,12 +92,17 @@ def plot_models(coll: Collection, frame: pd.DataFrame, dataset: str, out_dir: Pa
             ax.fill_between(rounds, mean - half, mean + half, color=color, alpha=0.15, linewidth=0)
         ax.set_title(f"{dataset}, {protocol} protocol")
         ax.set_ylabel("probed clients'\nval HR@10")
+    return _finish_over_rounds(fig, axes, ncol=3, path=out_dir / probe_name("models", dataset))
+
+
+def _finish_over_rounds(fig, axes, ncol: int, path: Path) -> list[Path]:
+    """Shared x axis (integer rounds) and one legend above the panels, then save."""
     axes[-1, 0].set_xlabel("round")
     axes[-1, 0].xaxis.set_major_locator(MaxNLocator(integer=True))
     handles, labels = axes[0, 0].get_legend_handles_labels()
     if handles:
-        fig.legend(handles, labels, loc="outside upper center", ncol=3, frameon=False)
-    return style.save(fig, out_dir / probe_name("models", dataset))
+        fig.legend(handles, labels, loc="outside upper center", ncol=ncol, frameon=False)
+    return style.save(fig, path)
 
 
 def plot_divergence(coll: Collection, frame: pd.DataFrame, dataset: str, out_dir: Path) -> list[Path]:
@@ -196,12 +201,7 @@ def plot_rho(coll: Collection, frame: pd.DataFrame, dataset: str, out_dir: Path)
         ax.plot(q.index, q["rho_mean"], color="0.2", dashes=(2, 1), linewidth=0.8, label="mean")
         ax.set_title(f"{dataset}, {protocol} protocol")
         ax.set_ylabel(r"$\rho$ (client average)")
-    axes[-1, 0].set_xlabel("round")
-    axes[-1, 0].xaxis.set_major_locator(MaxNLocator(integer=True))
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="outside upper center", ncol=4, frameon=False)
-    return style.save(fig, out_dir / probe_name("rho", dataset))
+    return _finish_over_rounds(fig, axes, ncol=4, path=out_dir / probe_name("rho", dataset))
 
 
 PLOTTERS = {"models": plot_models, "divergence": plot_divergence, "change": plot_change, "rho": plot_rho}
