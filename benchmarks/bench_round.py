@@ -47,7 +47,7 @@ def bench_reference(ds, method, config, clients=60):
     """The authors' per-client loop (one module + torch.optim.Adam per client), one round, on
     `clients` clients; scaled to all clients by their share of the round's samples."""
     sys.path.insert(0, str(REPO / "tests"))
-    from reference import Reference, train_client  # noqa: F401
+    from reference import Reference, train_client
 
     from fedem.batching import make_round_samples
     from fedem.config import run_config

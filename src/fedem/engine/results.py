@@ -57,7 +57,7 @@ def _source_closure(entries: list[Path]) -> list[Path]:
     while todo:
         path = todo.pop()
         rel = path.relative_to(_PACKAGE_DIR).as_posix()
-        if path in seen or rel.startswith(_TRAINING_CODE_EXCLUDE) or rel in _TRAINING_CODE_EXCLUDE:
+        if path in seen or rel.startswith(_TRAINING_CODE_EXCLUDE):
             continue
         seen.add(path)
         todo.extend(_fedem_imports(path))
