@@ -33,7 +33,7 @@ def bench_engine(ds, method, config, rounds, fused=True):
 
     rc = run_config(config, "authors", method)
     rc["training"]["rounds"] = rounds
-    rc["training"]["fused_adam"] = fused
+    rc["training"]["compiled_kernels"] = fused
     rc["training"]["full_ranking"] = True
     start = time.perf_counter()
     body = run_federation(ds, method, rc, seed=0, progress=False)

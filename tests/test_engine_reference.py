@@ -12,15 +12,19 @@ from reference import Reference
 from conftest import tiny_run_config
 
 ATOL = 1e-4  # float32 roundoff, amplified by Adam on near-zero gradients (lr 0.1)
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+# threshold 0.05 makes clients stop early at different epochs; compiled = torch.compile'd kernels
+CASES = [(1e-4, True), (0.05, True), (0.05, False)]
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("method", ["fedmf", "local", "fedem"])
-@pytest.mark.parametrize("threshold", [1e-4, 0.05])  # 0.05 makes clients stop early at different epochs
-def test_engine_matches_reference(tiny_dataset, method, threshold):
+@pytest.mark.parametrize("threshold,compiled", CASES)
+def test_engine_matches_reference(tiny_dataset, method, threshold, compiled, device):
     ds = tiny_dataset
     seed = 3
-    rc = tiny_run_config(method, early_stop_threshold=threshold)
-    engine = get_method(method)(MethodContext(ds, rc, seed, torch.device("cpu")))
+    rc = tiny_run_config(method, early_stop_threshold=threshold, compiled_kernels=compiled, device=device)
+    engine = get_method(method)(MethodContext(ds, rc, seed, torch.device(device)))
     items, user = init_fcf(ds.num_items, rc["training"]["latent_dim"], seed)
     adapter = init_adapter(rc["method"]["adapter_layers"], seed) if method == "fedem" else None
     ref = Reference(method, ds, rc, seed, items, user, adapter)
@@ -31,21 +35,22 @@ def test_engine_matches_reference(tiny_dataset, method, threshold):
     for t in range(rc["training"]["rounds"]):
         negatives = sampler.sample(seed, t)
         samples = make_round_samples(ds.train_indptr, ds.train_items, negatives, rc["training"]["local_epochs"],
-                                     rc["training"]["batch_size"], seed, t, torch.device("cpu"))
-        losses = engine.train_round(t, samples, negatives)
+                                     rc["training"]["batch_size"], seed, t, torch.device(device))
+        losses = engine.train_round(t, samples, negatives).cpu()
         ref_losses = ref.train_round(t, samples)
         torch.testing.assert_close(losses, torch.tensor([ref_losses[u] for u in range(ds.num_users)],
                                                         dtype=torch.float64), atol=ATOL, rtol=1e-4)
-        torch.testing.assert_close(engine.score(users, candidates), ref.scores(candidates), atol=ATOL, rtol=1e-4)
+        scores = engine.score(users.to(device), candidates.to(device)).cpu()
+        torch.testing.assert_close(scores, ref.scores(candidates), atol=ATOL, rtol=1e-4)
         # the full-ranking path scores the same models (merged ones included)
-        torch.testing.assert_close(engine.score_all(users).gather(1, candidates), engine.score(users, candidates))
+        torch.testing.assert_close(engine.score_all(users.to(device)).cpu().gather(1, candidates), scores)
         if method == "fedem":
             merged_rounds += int(len(engine.g_clients) > 0)
     for u in range(ds.num_users):
         model = ref.models[u]
-        torch.testing.assert_close(engine.user_emb[u], model.user_embedding.data, atol=ATOL, rtol=1e-4)
+        torch.testing.assert_close(engine.user_emb[u].cpu(), model.user_embedding.data, atol=ATOL, rtol=1e-4)
         if method != "fedmf":
-            torch.testing.assert_close(engine.tables[u], model.item_embeddings.weight.data, atol=ATOL, rtol=1e-4)
+            torch.testing.assert_close(engine.tables[u].cpu(), model.item_embeddings.weight.data, atol=ATOL, rtol=1e-4)
         if method == "fedem":
             ref_params = [p.data for p in model.adapter.parameters()]
             for mine, theirs in zip(engine.adapter, ref_params):
@@ -54,9 +59,9 @@ def test_engine_matches_reference(tiny_dataset, method, threshold):
                 # difference in g (bmm vs nn.Linear summation order) moves the weight by ~1e-5 per
                 # step (measured: 2e-5 after one step) and ~1e-3 after a round. Everything the
                 # adapter feeds (scores, losses, tables) is still checked at ATOL above.
-                torch.testing.assert_close(mine[u], theirs, atol=5e-3, rtol=1e-3)
+                torch.testing.assert_close(mine[u].cpu(), theirs, atol=5e-3, rtol=1e-3)
     if method == "fedmf":
-        torch.testing.assert_close(engine.item_table, ref.global_items, atol=ATOL, rtol=1e-4)
+        torch.testing.assert_close(engine.item_table.cpu(), ref.global_items, atol=ATOL, rtol=1e-4)
     if method == "fedem":
         assert merged_rounds == rc["training"]["rounds"]  # every round ends with an aggregation set
         assert set(ref.g_store) == set(engine.g_clients.tolist())

@@ -9,7 +9,7 @@ items a client's samples touch: with a fresh Adam per round, no other row can mo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ class RoundSamples:
     shuffle_keys: torch.Tensor  # [E, Ns] int64 (40 random bits): sort keys of each epoch's shuffle
     batch_size: int
     device: torch.device
-    _full_plan: "RoundPlan | None" = None
+    _plans: dict = field(default_factory=dict, repr=False)
 
     @property
     def counts(self) -> torch.Tensor:
@@ -38,13 +38,13 @@ class RoundSamples:
         return self.shuffle_keys.shape[0]
 
     def plan(self, clients: torch.Tensor | None = None) -> "RoundPlan":
-        """The schedule of `clients` (default: every client; that one is cached, so it can be
-        built ahead, off the training thread)."""
-        if clients is None:
-            if self._full_plan is None:
-                self._full_plan = build_plan(self, torch.arange(len(self.counts)), self.batch_size, self.epochs, self.device)
-            return self._full_plan
-        return build_plan(self, clients, self.batch_size, self.epochs, self.device)
+        """The schedule of `clients` (a CPU long tensor; default: every client). Cached per client
+        set, so a method can build its schedules ahead, on the prefetch thread (Method.prefetch)."""
+        key = None if clients is None else clients.numpy().tobytes()
+        if key not in self._plans:
+            chosen = torch.arange(len(self.counts)) if clients is None else clients
+            self._plans[key] = build_plan(self, chosen, self.batch_size, self.epochs, self.device)
+        return self._plans[key]
 
 
 def make_round_samples(

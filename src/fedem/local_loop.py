@@ -15,17 +15,16 @@ StepFn = Callable[[int, StepBatch, torch.Tensor], torch.Tensor]
 
 
 def run_local_training(
-    plan: RoundPlan, threshold: float, step_fn: StepFn, skip: torch.Tensor | None = None
+    plan: RoundPlan, threshold: float, step_fn: StepFn
 ) -> torch.Tensor:
     """Runs every step of the plan; returns each client's final running loss [C] (float64),
-    the value the authors' code reports as the client's training loss (NaN for skipped clients).
-    skip [C] bool (rank order): clients that sit this plan out, as if stopped before step 0."""
+    the value the authors' code reports as the client's training loss."""
     C = plan.num_clients
     device = plan.steps[0].rows.device if plan.steps else torch.device("cpu")
     loss_sum = torch.zeros(C, dtype=torch.float64, device=device)
     sample_sum = torch.zeros(C, dtype=torch.float64, device=device)
     prev_avg = torch.zeros(C, dtype=torch.float64, device=device)
-    stopped = torch.zeros(C, dtype=torch.bool, device=device) if skip is None else skip.to(device).clone()
+    stopped = torch.zeros(C, dtype=torch.bool, device=device)
     bpe = plan.batches_per_epoch.to(device)
     for k, batch in enumerate(plan.steps):
         ck = plan.active_counts[k]

@@ -94,6 +94,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results and artifacts are ordinary files
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

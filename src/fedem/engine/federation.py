@@ -75,13 +75,13 @@ def run_federation(
     probe_records: list[dict] = []
 
     def prepare_round(t: int):
-        """Everything of round t that depends only on (seed, t): negatives, samples, schedule."""
+        """Everything of round t that depends only on (seed, t): negatives, samples, schedules."""
         negatives = sampler.sample(seed, t)
         if not needs_samples:
             return negatives, None
         samples = make_round_samples(dataset.train_indptr, dataset.train_items, negatives, tr["local_epochs"],
                                      tr["batch_size"], seed, t, device)
-        samples.plan()
+        method.prefetch(t, samples)
         return negatives, samples
 
     rounds = []

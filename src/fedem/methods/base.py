@@ -51,6 +51,12 @@ class Method(ABC):
         """Local training of every client and the server step. Returns each client's training
         loss [U] (NaN where a method has none)."""
 
+    def prefetch(self, round_index: int, samples: RoundSamples) -> None:
+        """Runs on the prefetch thread, before round `round_index` starts and while the previous
+        round trains: build the schedules train_round will ask `samples` for. It may read only
+        what is fixed by (config, seed, round), never the training state."""
+        samples.plan()
+
     @abstractmethod
     def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Scores [n, K] of items [n, K] for users [n] under each user's evaluation model."""

@@ -18,6 +18,7 @@ from fedem.methods.base import MethodContext
 from fedem.methods.fcf import fcf_scores
 from fedem.methods.local import PerClientTables
 from fedem.numerics.adam import StackedAdam
+from fedem.numerics.compiled import index_add_rows, maybe_compiled
 from fedem.rng import numpy_rng
 
 _MERGE_CHUNK = 64  # clients per chunk when merging whole tables (bounds peak memory)
@@ -45,13 +46,31 @@ class FedEM(PerClientTables):
         self.sample_counts = None
 
     # ---- local training -------------------------------------------------------------------
+    def _aggregation_set(self, round_index: int) -> np.ndarray:
+        """The clients aggregated (and so given a G_u) at the end of round `round_index`, sorted:
+        a random agg_clients_ratio share, drawn from (seed, round) alone."""
+        if round_index < 0:
+            return np.empty(0, dtype=np.int64)
+        n_agg = int(self.num_users * self.ctx.hparams["agg_clients_ratio"])
+        rng = numpy_rng(self.ctx.seed, "aggregation-set", round_index)
+        return np.sort(rng.choice(self.num_users, size=n_agg, replace=False)).astype(np.int64)
+
+    def _groups(self, round_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(plain, merged) clients of a round: last round's aggregation set trains merged."""
+        merged = self._aggregation_set(round_index - 1)
+        plain = np.setdiff1d(np.arange(self.num_users), merged)
+        return torch.from_numpy(plain), torch.from_numpy(merged)
+
+    def prefetch(self, round_index: int, samples: RoundSamples) -> None:
+        for group in self._groups(round_index):
+            samples.plan(group)
+
     def train_round(self, round_index: int, samples: RoundSamples, negatives: np.ndarray) -> torch.Tensor:
-        has_g = torch.zeros(self.num_users, dtype=torch.bool, device=self.device)
-        has_g[self.g_clients] = True
-        # clients with a G_u sit the plain schedule out and train merged, on their own schedule
-        losses = self.train_plain(samples, self.ctx.hparams["lr_embedding"], skip=has_g)
-        if self.g_clients.numel():
-            losses[self.g_clients] = self._train_merged(samples)
+        plain, merged = self._groups(round_index)
+        assert torch.equal(merged.to(self.device), self.g_clients), "the G store must hold last round's aggregation set"
+        losses = self.train_plain(samples, self.ctx.hparams["lr_embedding"], plain)
+        if merged.numel():
+            losses[self.g_clients] = self._train_merged(samples, merged)
         self.sample_counts = samples.counts.to(self.device)
         self._aggregate(round_index)
         return losses
@@ -65,11 +84,11 @@ class FedEM(PerClientTables):
                 merged, _ = merge(params, self.tables[idx], g_tables[lo : lo + _MERGE_CHUNK])
                 self.tables[idx] = merged
 
-    def _train_merged(self, samples: RoundSamples) -> torch.Tensor:
+    def _train_merged(self, samples: RoundSamples, clients_cpu: torch.Tensor) -> torch.Tensor:
         tr, hp, adam = self.ctx.training, self.ctx.hparams, self.ctx.adam
         clients = self.g_clients
         self._merge_tables_in_place(clients, self.g_tables)
-        plan = samples.plan(clients.cpu())
+        plan = samples.plan(clients_cpu)
         ranked = plan.clients.to(self.device)
         # position of each ranked client in the G store
         g_pos = torch.empty(self.num_users, dtype=torch.long, device=self.device)
@@ -77,19 +96,23 @@ class FedEM(PerClientTables):
         pool_client = plan.pool_client.to(self.device)
         owners = ranked[pool_client]
         pool_items = plan.pool_items.to(self.device)
-        pool_l = self.tables[owners, pool_items]
-        pool_g = self.g_tables[g_pos[owners], pool_items]
+        d = self.tables.shape[-1]
+        table_rows = self.tables.view(-1, d)
+        flat_rows = owners * self.num_items + pool_items
+        pool_l = table_rows.index_select(0, flat_rows)
+        pool_g = self.g_tables.view(-1, d).index_select(0, g_pos[owners] * self.num_items + pool_items)
         users = self.user_emb[ranked]
         adapter = [p[ranked] for p in self.adapter]
         betas = (adam["beta1"], adam["beta2"], adam["eps"])
-        fused = tr["fused_adam"]
-        # the adapter's tensors are tiny and of many shapes: eager is as fast and never recompiles
-        adapter_opt = StackedAdam(adapter, hp["lr_adapter"], *betas, fused=False)
-        user_opt = StackedAdam([users], hp["lr_embedding"], *betas, fused=fused)
-        pool_opt = StackedAdam([pool_l], hp["lr_embedding"], *betas, fused=fused)
+        compiled = tr["compiled_kernels"]
+        # the adapter's step is compute-bound (small batched GEMMs): compiling it and the merged
+        # forward/backward saved ~15 % of this group's time but cost ~40 s of compiling a run
+        adapter_opt = StackedAdam(adapter, hp["lr_adapter"], *betas, compiled=False)
+        user_opt = StackedAdam([users], hp["lr_embedding"], *betas, compiled=compiled)
+        pool_opt = StackedAdam([pool_l], hp["lr_embedding"], *betas, compiled=compiled)
 
-        d = pool_l.shape[1]
         grad_pool = pool_opt.grads[0]
+        add_rows = maybe_compiled(index_add_rows, compiled)
 
         def step(k, batch, active):
             ck, rk = plan.active_counts[k], plan.pool_prefix(k)
@@ -108,14 +131,14 @@ class FedEM(PerClientTables):
             # (b) a fresh forward with the updated adapter; one Adam step on (p_u, L_u)
             loss, (grad_rows, grad_user) = merged_forward_backward(
                 [p[:ck] for p in adapter], l_rows, g_rows, users[:ck], *batch_args, want="embeddings")
-            grad_pool[:rk].index_add_(0, rows, grad_rows.reshape(-1, d))
+            add_rows(grad_pool[:rk], rows, grad_rows.reshape(-1, d))
             user_opt.grads[0][:ck].copy_(grad_user)
             user_opt.step(k + 1, ck, mask)
             pool_opt.step(k + 1, rk, row_mask)
             return loss
 
         losses = run_local_training(plan, tr["early_stop_threshold"], step)
-        self.tables[owners, pool_items] = pool_l
+        table_rows.index_copy_(0, flat_rows, pool_l)
         self.user_emb[ranked] = users
         for stored, trained in zip(self.adapter, adapter):
             stored[ranked] = trained
@@ -126,13 +149,12 @@ class FedEM(PerClientTables):
     # ---- server ---------------------------------------------------------------------------
     def _aggregate(self, round_index: int) -> None:
         hp = self.ctx.hparams
-        n_agg = int(self.num_users * hp["agg_clients_ratio"])
+        chosen = self._aggregation_set(round_index)
+        n_agg = len(chosen)
         if n_agg == 0:
             self.g_clients = self.g_clients[:0]
             self.g_tables = self.g_tables[:0]
             return
-        rng = numpy_rng(self.ctx.seed, "aggregation-set", round_index)
-        chosen = np.sort(rng.choice(self.num_users, size=n_agg, replace=False))
         clients = torch.from_numpy(chosen).to(self.device)
         tables = self.tables[clients]
         w = aggregation_matrix(tables, self.sample_counts[clients], hp)

@@ -20,29 +20,24 @@ class PerClientTables(Method):
         self.user_emb = user.to(self.device).expand(self.num_users, d).clone()
         self.tables = items.to(self.device).expand(self.num_users, self.num_items, d).clone()
 
-    def train_plain(self, samples: RoundSamples, lr: float, skip: torch.Tensor | None = None) -> torch.Tensor:
-        """Plain FCF local training of every client not in `skip` [U] (bool, by client id) on its
-        own table; returns the losses [U] (NaN for skipped clients)."""
+    def train_plain(self, samples: RoundSamples, lr: float, clients: torch.Tensor | None = None) -> torch.Tensor:
+        """Plain FCF local training of `clients` (CPU long tensor; default all) on their own tables;
+        returns the losses [U] (NaN for clients that did not train)."""
         tr = self.ctx.training
-        plan = samples.plan()
+        out = torch.full((self.num_users,), float("nan"), dtype=torch.float64, device=self.device)
+        if clients is not None and not clients.numel():
+            return out
+        plan = samples.plan(clients)
         d = self.tables.shape[-1]
         ranked = plan.clients.to(self.device)
-        pool_client = plan.pool_client.to(self.device)
-        flat_rows = ranked[pool_client] * self.num_items + plan.pool_items.to(self.device)
+        flat_rows = ranked[plan.pool_client.to(self.device)] * self.num_items + plan.pool_items.to(self.device)
         table_rows = self.tables.view(-1, d)
         pool = table_rows.index_select(0, flat_rows)
         users = self.user_emb[ranked]
-        skip_ranked = None if skip is None else skip.to(self.device)[ranked]
-        losses = train_fcf_group(plan, users, pool, lr, self.ctx.adam, tr["early_stop_threshold"], tr["fused_adam"],
-                                 skip_ranked)
-        if skip_ranked is None:
-            table_rows.index_copy_(0, flat_rows, pool)
-            self.user_emb[ranked] = users
-        else:  # write back the trained clients only: the skipped ones' rows are another group's
-            trained_rows = ~skip_ranked[pool_client]
-            table_rows.index_copy_(0, flat_rows[trained_rows], pool[trained_rows])
-            self.user_emb[ranked[~skip_ranked]] = users[~skip_ranked]
-        out = torch.full((self.num_users,), float("nan"), dtype=torch.float64, device=self.device)
+        losses = train_fcf_group(plan, users, pool, lr, self.ctx.adam, tr["early_stop_threshold"],
+                                 tr["compiled_kernels"])
+        table_rows.index_copy_(0, flat_rows, pool)
+        self.user_emb[ranked] = users
         out[ranked] = losses
         return out
 

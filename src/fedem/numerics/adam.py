@@ -9,12 +9,11 @@ to float rounding. The fused kernel also zeroes the gradient buffer, so callers 
 
 from __future__ import annotations
 
-import logging
 import math
 
 import torch
 
-log = logging.getLogger(__name__)
+from fedem.numerics.compiled import maybe_compiled
 
 
 def _adam_update(p, g, m, v, row_scale, step_size: float, bias_correction2_sqrt: float, beta1: float,
@@ -26,30 +25,18 @@ def _adam_update(p, g, m, v, row_scale, step_size: float, bias_correction2_sqrt:
     g.zero_()
 
 
-_compiled = None
-
-
-def _kernel(fused: bool):
-    global _compiled
-    if not fused:
-        return _adam_update
-    if _compiled is None:
-        _compiled = torch.compile(_adam_update, dynamic=True)
-    return _compiled
-
-
 class StackedAdam:
     """Adam state for stacked 2-D parameters whose leading dim is the client (or pool row).
     Gradients are written into `self.grads` by the caller and consumed (zeroed) by `step`."""
 
     def __init__(self, params: list[torch.Tensor], lr: float, beta1: float, beta2: float, eps: float,
-                 fused: bool = False):
+                 compiled: bool = False):
         self.params = params
         self.grads = [torch.zeros_like(p) for p in params]
         self.exp_avg = [torch.zeros_like(p) for p in params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in params]
         self.lr, self.beta1, self.beta2, self.eps = lr, beta1, beta2, eps
-        self.kernel = _kernel(fused)
+        self.kernel = maybe_compiled(_adam_update, compiled)
         n = max((p.shape[0] for p in params), default=0)
         self._ones = torch.ones(n, dtype=params[0].dtype, device=params[0].device) if params else None
 
@@ -59,5 +46,5 @@ class StackedAdam:
         step_size = self.lr / (1 - self.beta1**step)
         bc2 = math.sqrt(1 - self.beta2**step)
         for p, g, m, v in zip(self.params, self.grads, self.exp_avg, self.exp_avg_sq):
-            flat = (lambda t: t[:prefix].reshape(prefix, -1))
-            self.kernel(flat(p), flat(g), flat(m), flat(v), scale, step_size, bc2, self.beta1, self.beta2, self.eps)
+            p, g, m, v = (t[:prefix].reshape(prefix, -1) for t in (p, g, m, v))
+            self.kernel(p, g, m, v, scale, step_size, bc2, self.beta1, self.beta2, self.eps)
