@@ -6,7 +6,13 @@ Reports the median over rounds after the first (which pays one-off costs: torch.
 A round = waiting for its prefetched data + local training of every client + the server step
 (the `round_seconds` of a run); evaluation is timed separately. Alternatives in the same table:
 `--compare` adds the engine with eager kernels (training.compiled_kernels=false), and the per-client reference loop
-(tests/reference.py, the authors' structure) timed on a sample of clients and scaled up."""
+(tests/reference.py, the authors' structure) timed on a sample of clients and scaled up.
+
+`--profile R` instead runs torch.profiler over round R of each (dataset, method) and prints where
+that round's time goes: the method's own sections (fedem's plain group, merged group, in-place
+merge, server step; evaluation) and the top operators by self time.
+
+    python benchmarks/bench_round.py --datasets ml-100k --methods fedem --profile 3"""
 
 from __future__ import annotations
 
@@ -73,6 +79,70 @@ def bench_reference(ds, method, config, clients=60):
     return elapsed / share
 
 
+# methods' sections worth timing apart in a profile (whichever the method has)
+_SECTIONS = ("train_plain", "_train_merged", "_merge_tables_in_place", "_aggregate")
+
+
+def profile_round(ds, method, config, round_index, top=15):
+    """torch.profiler over training round `round_index` and its evaluation. The method class is
+    wrapped here (record_function around its sections), so the engine itself stays untouched."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    import fedem.engine.federation as federation
+    from fedem.config import run_config
+    from fedem.engine.evaluation import Evaluator
+
+    rc = run_config(config, "authors", method)
+    rc["training"]["rounds"] = round_index + 1
+    rc["training"]["full_ranking"] = True
+    base = federation.get_method(method)
+    state = {"profiler": None}
+
+    def labelled(name, fn):
+        def wrapper(self, *args, **kwargs):
+            with record_function(f"[fedem] {name}"):
+                return fn(self, *args, **kwargs)
+        return wrapper
+
+    attrs = {name: labelled(name, getattr(base, name)) for name in _SECTIONS if hasattr(base, name)}
+
+    def train_round(self, t, samples, negatives):
+        if t == round_index:
+            state["profiler"] = profile(activities=[ProfilerActivity.CPU]
+                                        + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else []))
+            state["profiler"].__enter__()
+        with record_function("[fedem] train_round"):
+            return base.train_round(self, t, samples, negatives)
+
+    attrs["train_round"] = train_round
+    wrapped = type(base.__name__, (base,), attrs)
+    evaluate = {name: getattr(Evaluator, name) for name in ("sampled", "full")}
+    original_get = federation.get_method
+    federation.get_method = lambda key: wrapped if key == method else original_get(key)
+    for name, fn in evaluate.items():
+        setattr(Evaluator, name, labelled(f"eval.{name}", fn))
+    try:
+        federation.run_federation(ds, method, rc, seed=0, progress=False)
+    finally:
+        federation.get_method = original_get
+        for name, fn in evaluate.items():
+            setattr(Evaluator, name, fn)
+    prof = state["profiler"]
+    prof.__exit__(None, None, None)
+    events = prof.key_averages()
+    sections = sorted((e for e in events if e.key.startswith("[fedem] ")), key=lambda e: -e.cpu_time_total)
+    print(f"  sections of round {round_index} (CPU wall incl. children, ms):")
+    for e in sections:
+        print(f"    {e.key[8:]:<26}{e.cpu_time_total / 1e3:>10.1f}  x{e.count}")
+    ops = sorted((e for e in events if not e.key.startswith("[fedem] ")), key=lambda e: -e.self_cpu_time_total)[:top]
+    print(f"  top {top} operators by self CPU time (ms):")
+    for e in ops:
+        print(f"    {e.key[:58]:<60}{e.self_cpu_time_total / 1e3:>10.1f}  x{e.count}")
+    return {"round": round_index,
+            "sections_ms": {e.key[8:]: e.cpu_time_total / 1e3 for e in sections},
+            "top_ops_self_ms": {e.key: e.self_cpu_time_total / 1e3 for e in ops}}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=["ml-100k", "filmtrust"])
@@ -80,6 +150,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--compare", action="store_true", help="also time eager kernels and the per-client loop")
+    parser.add_argument("--profile", type=int, metavar="ROUND", help="profile this round instead of timing")
     parser.add_argument("--json", type=Path, help="write the table as JSON too")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -91,10 +162,16 @@ def main() -> int:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     rows = []
     print(f"device={device} threads={args.threads} torch={torch.__version__}")
-    print(f"{'dataset':<13}{'method':<11}{'s/round':>9}{'eval s':>8}{'peak GB':>9}  alternatives")
+    if args.profile is None:
+        print(f"{'dataset':<13}{'method':<11}{'s/round':>9}{'eval s':>8}{'peak GB':>9}  alternatives")
     for dataset in args.datasets:
         ds, _ = prepare(config, dataset, dedupe=False)
         for method in args.methods:
+            if args.profile is not None:
+                print(f"{dataset} {method}")
+                rows.append({"dataset": dataset, "method": method, "device": device,
+                             **profile_round(ds, method, config, args.profile)})
+                continue
             per_round, eval_s = bench_engine(ds, method, config, args.rounds)
             row = {"dataset": dataset, "method": method, "device": device, "seconds_per_round": per_round,
                    "eval_seconds_per_round": eval_s, "peak_rss_gb": peak_rss_gb()}
