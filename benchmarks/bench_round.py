@@ -5,7 +5,7 @@
 Reports the median over rounds after the first (which pays one-off costs: torch.compile, caches).
 A round = waiting for its prefetched data + local training of every client + the server step
 (the `round_seconds` of a run); evaluation is timed separately. Alternatives in the same table:
-`--compare` adds the engine with eager kernels (training.compiled_kernels=false), and the per-client reference loop
+`--compare` adds the engine with the other training.kernels choices (compiled, eager), and the per-client reference loop
 (tests/reference.py, the authors' structure) timed on a sample of clients and scaled up.
 
 `--profile R` instead runs torch.profiler over round R of each (dataset, method) and prints where
@@ -33,13 +33,14 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
-def bench_engine(ds, method, config, rounds, compiled=True):
+def bench_engine(ds, method, config, rounds, kernels=None):
     from fedem.config import run_config
     from fedem.engine.federation import run_federation
 
     rc = run_config(config, "authors", method)
     rc["training"]["rounds"] = rounds
-    rc["training"]["compiled_kernels"] = compiled
+    if kernels is not None:
+        rc["training"]["kernels"] = kernels
     rc["training"]["full_ranking"] = True
     start = time.perf_counter()
     body = run_federation(ds, method, rc, seed=0, progress=False)
@@ -178,9 +179,12 @@ def main() -> int:
             if device == "cuda":
                 row["peak_cuda_gb"] = torch.cuda.max_memory_allocated() / 1024**3
             extra = ""
+            row["kernels"] = config["training"]["kernels"]
             if args.compare and method in ("fedmf", "local", "fedem"):
-                row["eager_kernels_seconds_per_round"], _ = bench_engine(ds, method, config, args.rounds, compiled=False)
-                extra += f"eager {row['eager_kernels_seconds_per_round']:.2f}s  "
+                for other in ("native", "compiled", "eager"):
+                    if other != row["kernels"]:
+                        row[f"{other}_kernels_seconds_per_round"], _ = bench_engine(ds, method, config, args.rounds, other)
+                        extra += f"{other} {row[f'{other}_kernels_seconds_per_round']:.2f}s  "
                 if method == "local":
                     row["per_client_loop_seconds_per_round"] = bench_reference(ds, method, config)
                     extra += f"per-client loop {row['per_client_loop_seconds_per_round']:.1f}s"

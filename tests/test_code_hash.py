@@ -19,6 +19,15 @@ def test_closure_follows_imports_and_skips_registry_and_report():
         assert not any(f.startswith("report") or f in ("cli.py", "methods/__init__.py") for f in files)
 
 
+def test_closure_holds_the_native_sources_a_method_builds():
+    fedem, fedmf = closure("fedem"), closure("fedmf")
+    native = {"numerics/native/__init__.py", "numerics/native/kernels.h", "numerics/native/fcf_train.py",
+              "numerics/native/fcf_train.cpp"}
+    assert native <= fedmf and native <= fedem
+    assert {"numerics/native/merged_train.py", "numerics/native/merged_train.cpp"} <= fedem
+    assert not any("merged_train" in f for f in fedmf)
+
+
 def test_hashes_differ_per_method_and_are_stable():
     hashes = {m: training_code_hash(m) for m in METHODS}
     assert len(set(hashes.values())) == len(hashes)

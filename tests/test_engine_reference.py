@@ -13,17 +13,17 @@ from conftest import tiny_run_config
 
 ATOL = 1e-4  # float32 roundoff, amplified by Adam on near-zero gradients (lr 0.1)
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-# threshold 0.05 makes clients stop early at different epochs; compiled = torch.compile'd kernels
-CASES = [(1e-4, True), (0.05, True), (0.05, False)]
+# threshold 0.05 makes clients stop early at different epochs; kernels as training.kernels
+CASES = [(1e-4, "native"), (0.05, "native"), (0.05, "compiled"), (0.05, "eager")]
 
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("method", ["fedmf", "local", "fedem"])
-@pytest.mark.parametrize("threshold,compiled", CASES)
-def test_engine_matches_reference(tiny_dataset, method, threshold, compiled, device):
+@pytest.mark.parametrize("threshold,kernels", CASES)
+def test_engine_matches_reference(tiny_dataset, method, threshold, kernels, device):
     ds = tiny_dataset
     seed = 3
-    rc = tiny_run_config(method, early_stop_threshold=threshold, compiled_kernels=compiled, device=device)
+    rc = tiny_run_config(method, early_stop_threshold=threshold, kernels=kernels, device=device)
     engine = get_method(method)(MethodContext(ds, rc, seed, torch.device(device)))
     items, user = init_fcf(ds.num_items, rc["training"]["latent_dim"], seed)
     adapter = init_adapter(rc["method"]["adapter_layers"], seed) if method == "fedem" else None

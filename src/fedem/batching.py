@@ -95,6 +95,13 @@ class RoundPlan:
     pool_offsets: torch.Tensor  # [C+1]
     steps: list[StepBatch]
     sample_counts: torch.Tensor  # [C] samples per client this round
+    # the whole schedule as flat CPU buffers: client c's step k at step_base[k] + c * B (for the
+    # client-by-client native kernel; `steps` holds the same values per step)
+    flat_rows: torch.Tensor  # [S] long
+    flat_labels: torch.Tensor  # [S] float32
+    flat_valid: torch.Tensor  # [S] bool
+    step_base: torch.Tensor  # [max_steps + 1] long
+    batch_size: int
 
     @property
     def num_clients(self) -> int:
@@ -188,4 +195,9 @@ def build_plan(samples: RoundSamples, clients: torch.Tensor, batch_size: int, ep
         pool_offsets=pool_offsets,
         steps=steps,
         sample_counts=counts,
+        flat_rows=flat_rows,
+        flat_labels=flat_labels,
+        flat_valid=flat_valid,
+        step_base=step_base_t,
+        batch_size=batch_size,
     )

@@ -61,6 +61,8 @@ def _source_closure(entries: list[Path]) -> list[Path]:
             continue
         seen.add(path)
         todo.extend(_fedem_imports(path))
+        if path.with_suffix(".cpp").is_file():  # a native kernel's module: its source and headers too
+            seen.update([path.with_suffix(".cpp"), *path.parent.glob("*.h")])
     return sorted(seen)
 
 

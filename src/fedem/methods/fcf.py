@@ -10,6 +10,7 @@ from fedem.local_loop import run_local_training
 from fedem.numerics.adam import StackedAdam
 from fedem.numerics.bce import bce_forward_backward
 from fedem.numerics.compiled import maybe_compiled
+from fedem.numerics.native.fcf_train import train_fcf_clients
 from fedem.rng import torch_gen
 
 
@@ -48,11 +49,14 @@ def train_fcf_group(
     lr: float,
     adam_cfg: dict,
     threshold: float,
-    compiled: bool,
+    kernels: str,
 ) -> torch.Tensor:
     """Local FCF training of the plan's clients, in place. user_emb [C, d] in plan (rank) order,
     pool_rows [R, d] the plan's pool. Returns each client's running loss [C]."""
     betas = (adam_cfg["beta1"], adam_cfg["beta2"], adam_cfg["eps"])
+    if kernels == "native" and pool_rows.device.type == "cpu":
+        return train_fcf_clients(plan, user_emb, pool_rows, lr, adam_cfg, threshold)
+    compiled = kernels != "eager"
     user_opt = StackedAdam([user_emb], lr, *betas, compiled=compiled)
     pool_opt = StackedAdam([pool_rows], lr, *betas, compiled=compiled)
     grad_user_buf, grad_pool_buf = user_opt.grads[0], pool_opt.grads[0]

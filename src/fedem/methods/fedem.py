@@ -19,6 +19,7 @@ from fedem.methods.fcf import fcf_scores
 from fedem.methods.local import PerClientTables
 from fedem.numerics.adam import StackedAdam
 from fedem.numerics.compiled import index_add_rows, maybe_compiled
+from fedem.numerics.native.merged_train import train_merged_clients
 from fedem.rng import numpy_rng
 
 _MERGE_CHUNK = 64  # clients per chunk when merging whole tables (bounds peak memory)
@@ -103,8 +104,25 @@ class FedEM(PerClientTables):
         pool_g = self.g_tables.view(-1, d).index_select(0, g_pos[owners] * self.num_items + pool_items)
         users = self.user_emb[ranked]
         adapter = [p[ranked] for p in self.adapter]
+        if tr["kernels"] == "native" and self.device.type == "cpu":
+            losses = train_merged_clients(plan, pool_l, pool_g, users, adapter, hp["lr_embedding"], hp["lr_adapter"],
+                                          adam, tr["early_stop_threshold"])
+        else:
+            losses = self._train_merged_torch(plan, pool_l, pool_g, users, adapter, pool_client)
+        table_rows.index_copy_(0, flat_rows, pool_l)
+        self.user_emb[ranked] = users
+        for stored, trained in zip(self.adapter, adapter):
+            stored[ranked] = trained
+        out = torch.empty(len(clients), dtype=torch.float64, device=self.device)
+        out[g_pos[ranked]] = losses
+        return out
+
+    def _train_merged_torch(self, plan, pool_l, pool_g, users, adapter, pool_client) -> torch.Tensor:
+        """The lockstep torch path of _train_merged's local training (all clients at once)."""
+        tr, hp, adam = self.ctx.training, self.ctx.hparams, self.ctx.adam
+        d = pool_l.shape[1]
         betas = (adam["beta1"], adam["beta2"], adam["eps"])
-        compiled = tr["compiled_kernels"]
+        compiled = tr["kernels"] != "eager"
         # the adapter's step is compute-bound (small batched GEMMs): compiling it and the merged
         # forward/backward saved ~15 % of this group's time but cost ~40 s of compiling a run
         adapter_opt = StackedAdam(adapter, hp["lr_adapter"], *betas, compiled=False)
@@ -137,14 +155,7 @@ class FedEM(PerClientTables):
             pool_opt.step(k + 1, rk, row_mask)
             return loss
 
-        losses = run_local_training(plan, tr["early_stop_threshold"], step)
-        table_rows.index_copy_(0, flat_rows, pool_l)
-        self.user_emb[ranked] = users
-        for stored, trained in zip(self.adapter, adapter):
-            stored[ranked] = trained
-        out = torch.empty(len(clients), dtype=torch.float64, device=self.device)
-        out[g_pos[ranked]] = losses
-        return out
+        return run_local_training(plan, tr["early_stop_threshold"], step)
 
     # ---- server ---------------------------------------------------------------------------
     def _aggregate(self, round_index: int) -> None:

@@ -31,7 +31,7 @@ class FedMF(Method):
         pool = received.clone()
         users = self.user_emb[ranked]
         losses = train_fcf_group(plan, users, pool, self.ctx.hparams["lr_embedding"], self.ctx.adam,
-                                 tr["early_stop_threshold"], tr["compiled_kernels"])
+                                 tr["early_stop_threshold"], tr["kernels"])
         self.user_emb[ranked] = users
         # FedAvg: sum_u w_u T_u = G + sum_u w_u (T_u - G), nonzero only on each client's pool rows
         n = plan.sample_counts.to(self.device, torch.float32)

@@ -35,7 +35,7 @@ class PerClientTables(Method):
         pool = table_rows.index_select(0, flat_rows)
         users = self.user_emb[ranked]
         losses = train_fcf_group(plan, users, pool, lr, self.ctx.adam, tr["early_stop_threshold"],
-                                 tr["compiled_kernels"])
+                                 tr["kernels"])
         table_rows.index_copy_(0, flat_rows, pool)
         self.user_emb[ranked] = users
         out[ranked] = losses
