@@ -48,6 +48,23 @@ def test_figures_command_writes_every_figure_pdf_and_png(tmp_path, results, conf
         assert png_width_in(out / f"{name}.png") == pytest.approx(style.COLUMN_WIDTH_IN, abs=0.02)
 
 
+def test_a_full_render_removes_figures_whose_results_are_gone(tmp_path, results, config):
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    out = tmp_path / "figures"
+    out.mkdir()
+    stale = [out / f"{convergence_name('ml-100k')}.png", out / f"{probe_name('rho', 'ml-100k')}.pdf"]
+    mine = out / "notes.txt"  # not a figure name of this package: left alone
+    for path in stale + [mine]:
+        path.write_text("old")
+    assert main(["figures", "--kind", "convergence", "--config", str(cfg), "--results", str(results),
+                 "--out", str(out)]) == 0
+    assert all(p.exists() for p in stale)  # a partial render removes nothing
+    assert main(["figures", "--config", str(cfg), "--results", str(results), "--out", str(out)]) == 0
+    assert not any(p.exists() for p in stale) and mine.exists()
+    assert (out / f"{convergence_name('filmtrust')}.png").is_file()
+
+
 def test_pdf_is_deterministic(tmp_path, results, config):
     coll = collect(results, config)
     a = plot_convergence(coll, "filmtrust", tmp_path / "a")[0].read_bytes()

@@ -68,7 +68,27 @@ def cmd_figures(args) -> int:
     if args.kind in ("protocol-gap", "all"):
         paths += plot_protocol_gap(coll, args.out)
     print(f"wrote {len(paths)} figure files to {args.out}")
+    if args.kind == "all" and not args.dataset:
+        # a full render owns the folder's figures: one it did not write now shows results that are
+        # no longer current (stale, or removed), so it goes rather than linger beside the new ones
+        written = {Path(p).resolve() for p in paths}
+        for old in sorted(figure_files(args.out)):
+            if old.resolve() not in written:
+                old.unlink()
+                print(f"removed {old}: its results are no longer current (see paper_tables/provenance.md)")
     return 0
+
+
+def figure_files(out_dir) -> list[Path]:
+    """The files in out_dir named as this package names its figures."""
+    from fedem.report import layout
+
+    out = Path(out_dir)
+    if not out.is_dir():
+        return []
+    stems = (layout.convergence_figure("*"), layout.PROTOCOL_GAP_FIGURE,
+             *(layout.probe_figure(kind, "*") for kind in layout.PROBE_FIGURE_KINDS))
+    return [p for stem in stems for suffix in layout.FIGURE_SUFFIXES for p in out.glob(f"{stem}{suffix}")]
 
 
 def cmd_readme(args) -> int:
