@@ -1,5 +1,7 @@
 """Bad input gets a clear error before any work, and no result file; same seed, same bytes."""
 
+import os
+import signal
 import subprocess
 import sys
 
@@ -15,13 +17,21 @@ from conftest import REPO, tiny_run_config
 CONFIG = REPO / "config" / "config.yaml"
 
 
-def fedem_cli(*args, env_mirror=None, cwd=REPO):
-    import os
-
-    env = dict(os.environ)
+def fedem_cli(*args, env_mirror=None, cwd=REPO, timeout=600):
+    """`python -m fedem ARGS`; one that runs past `timeout` is aborted, and its Python stack (dumped
+    by faulthandler on SIGABRT) is the failure message, so a hang in CI says where it hung."""
+    env = dict(os.environ, PYTHONFAULTHANDLER="1")
     if env_mirror is not None:
         env["FEDEM_DATA_MIRROR"] = str(env_mirror)
-    return subprocess.run([sys.executable, "-m", "fedem", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    with subprocess.Popen([sys.executable, "-m", "fedem", *args], cwd=cwd, env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            stdout, stderr = proc.communicate()
+            raise AssertionError(f"fedem {' '.join(args)} ran past {timeout} s:\n{stderr[-6000:]}") from None
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
 @pytest.mark.parametrize(

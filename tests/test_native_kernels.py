@@ -1,6 +1,12 @@
 """The native CPU kernels: same numbers for any thread count, and a clear error when they cannot be built.
 (That they equal the per-client reference is tests/test_engine_reference.py, kernels=native.)"""
 
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -38,12 +44,13 @@ def test_clients_split_over_threads_give_identical_numbers(tiny_dataset):
     assert not torch.equal(outputs[0][1], items[plan.pool_items])  # it trained
 
 
-def test_a_failed_build_names_the_setting_and_the_fix(monkeypatch):
+def test_a_failed_build_names_the_setting_and_the_fix(tmp_path, monkeypatch):
     from torch.utils import cpp_extension
 
     def no_compiler(**kwargs):
         raise RuntimeError("Ninja is required to load C++ extensions")
 
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
     monkeypatch.setattr(cpp_extension, "load", no_compiler)
     native.load.cache_clear()
     try:
@@ -54,34 +61,68 @@ def test_a_failed_build_names_the_setting_and_the_fix(monkeypatch):
     message = str(err.value)
     assert "training.kernels=native" in message and "Ninja is required" in message
     assert "training.kernels=compiled" in message and "g++" in message
+    assert not list(tmp_path.rglob(native._BUILT_MARK)), "a failed build must not be marked as built"
 
 
-def test_a_lock_left_by_a_killed_build_is_cleared(tmp_path, monkeypatch):
-    import os
-    import time
-
+def test_a_build_killed_midway_blocks_no_later_build(tmp_path, monkeypatch):
+    """A build killed mid-way (SIGKILL: no handler runs) leaves torch's lock file, on which torch waits
+    forever; it once hung CI for 90 minutes. The flock dies with its holder, and the next build goes on."""
     from torch.utils import cpp_extension
 
-    built = {}
+    seen = {}
 
-    def fake_load(name, build_directory, **kwargs):
-        built["lock_present"] = (tmp_path / name / "lock").exists()
+    def fake_build(name, build_directory, **kwargs):
+        seen["torch_lock_left"] = (Path(build_directory) / "lock").exists()
+        (Path(build_directory) / f"{name}.so").write_bytes(b"")
         return "module"
 
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
-    monkeypatch.setattr(cpp_extension, "load", fake_load)
+    monkeypatch.setattr(cpp_extension, "load", fake_build)
     native.load.cache_clear()
     try:
-        native.load("fcf_train")  # learns the build folder's name
-        lock = next(tmp_path.iterdir()) / "lock"
-        lock.touch()
+        assert native.load("fcf_train") == "module"  # learns the build folder's name
+        (build_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+        (build_dir / native._BUILT_MARK).unlink()  # as if the build had never finished
+        holder = subprocess.Popen(  # a builder that holds the flock and torch's lock file, then is killed
+            [sys.executable, "-c", KILLED_BUILDER, str(build_dir.parent / f"{build_dir.name}.lock"),
+             str(build_dir / "lock")], stdout=subprocess.PIPE, text=True)
+        assert holder.stdout.readline().strip() == "building"
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        assert (build_dir / "lock").exists()
         native.load.cache_clear()
-        native.load("fcf_train")
-        assert built["lock_present"]  # a fresh lock: maybe another process building right now
-        old = time.time() - native.STALE_LOCK_S - 5
-        os.utime(lock, (old, old))
+        started = time.monotonic()
+        assert native.load("fcf_train") == "module"
+        assert time.monotonic() - started < 30 and not seen["torch_lock_left"]
+        assert (build_dir / native._BUILT_MARK).is_file()
+    finally:
         native.load.cache_clear()
-        native.load("fcf_train")
-        assert not built["lock_present"] and not lock.exists()
+
+
+KILLED_BUILDER = """
+import fcntl, pathlib, sys, time
+handle = open(sys.argv[1], "a")
+fcntl.flock(handle, fcntl.LOCK_EX)
+pathlib.Path(sys.argv[2]).touch()
+print("building", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_finished_build_is_imported_without_building_again(monkeypatch):
+    """Later processes (and other checkouts: the build compiles copies of the sources) import the
+    library directly: no torch build step, so no lock file and no ninja run."""
+    from torch.utils import cpp_extension
+
+    native.load.cache_clear()
+    native.load("fcf_train")  # built by now (or built here)
+
+    def must_not_build(**kwargs):
+        raise AssertionError("a finished build was built again")
+
+    monkeypatch.setattr(cpp_extension, "load", must_not_build)
+    native.load.cache_clear()
+    try:
+        assert hasattr(native.load("fcf_train"), "train_fcf_clients")
     finally:
         native.load.cache_clear()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -39,8 +40,18 @@ def env(mirror: Path | str | None = "default") -> dict:
 
 
 def snakemake(cwd: Path, *args: str, mirror="default", timeout: int = 300, check: bool = True):
-    proc = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, env=env(mirror),
-                          capture_output=True, text=True, timeout=timeout)
+    """Run Snakemake; past `timeout` its whole process group (its jobs too) is killed. Killing only
+    Snakemake would leave its jobs holding the output pipes open, and the wait for them never ends."""
+    with subprocess.Popen([sys.executable, "-m", "snakemake", *args], cwd=cwd, env=env(mirror), text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True) as popen:
+        try:
+            stdout, stderr = popen.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(popen.pid, signal.SIGKILL)
+            stdout, stderr = popen.communicate()
+            raise AssertionError(f"snakemake {' '.join(args)} ran past {timeout} s and was killed:\n"
+                                 f"{stdout[-4000:]}\n{stderr[-4000:]}") from None
+    proc = subprocess.CompletedProcess(popen.args, popen.returncode, stdout, stderr)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc

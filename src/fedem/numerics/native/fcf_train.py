@@ -5,17 +5,14 @@ from __future__ import annotations
 import torch
 
 from fedem.batching import RoundPlan
-from fedem.numerics.native import load
+from fedem.numerics.native import check_losses, load
 
 
 def train_fcf_clients(plan: RoundPlan, user_emb: torch.Tensor, pool_rows: torch.Tensor, lr: float, adam_cfg: dict,
                       threshold: float) -> torch.Tensor:
     """As fedem.methods.fcf.train_fcf_group on the CPU: trains user_emb [C, d] and pool_rows [R, d]
     in place; returns each client's running loss [C] (float64)."""
-    losses = load("fcf_train").train_fcf_clients(
+    return check_losses(load("fcf_train").train_fcf_clients(
         pool_rows, user_emb, plan.flat_rows, plan.flat_labels, plan.flat_valid, plan.step_base, plan.num_steps,
         plan.batches_per_epoch, plan.pool_offsets, plan.batch_size, lr, adam_cfg["beta1"], adam_cfg["beta2"],
-        adam_cfg["eps"], threshold)
-    if not torch.isfinite(losses).all():
-        raise FloatingPointError("non-finite training loss in local training")
-    return losses
+        adam_cfg["eps"], threshold))
