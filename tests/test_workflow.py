@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from fedem.config import load_config
-from fedem.data.pipeline import artifact_path
+from fedem.data.pipeline import artifact_path, stats_path
 from fedem.report import layout
 from fedem.report.manifest import write_manifest
 
@@ -69,6 +69,23 @@ def test_fresh_clone_with_committed_results_trains_nothing(tmp_path):
     assert not (root / "data").exists() and not (root / "resources").exists()
     assert "STALE" not in out.stderr, "synthetic results carry the current hashes"
     assert json.loads((results / "grid.json").read_text())["left_out"] == []
+
+
+def test_a_missing_run_is_planned_after_its_dataset_was_prepared_again(tmp_path):
+    """Preparing a dataset again leaves its statistics newer than their copy under results/. One
+    `snakemake <run file>` call must still plan that missing run (Snakemake 9 dropped it while it
+    re-copied the statistics, snakemake/snakemake#4166)."""
+    root = clone(tmp_path / "clone")
+    results = commit_smoke_results(root)
+    config = load_config(root / "config" / "smoke.yaml")
+    for dataset in config["grid"]["datasets"]:
+        for spec in config["protocols"].values():
+            stats = root / stats_path(artifact_path(config, dataset, spec["dedupe"]))
+            write_json(stats, {"content_hash": "0" * 64, "users": 1})  # written after the copies
+    run = sorted(p for p in (results / "runs").rglob("seed*.json") if not p.name.endswith(".timing.json"))[0]
+    run.unlink()
+    planned = planned_jobs(snakemake(root, "-n", str(run.relative_to(root)), *SMOKE).stdout)
+    assert planned.get("train") == 1, planned
 
 
 def test_full_plan_covers_the_grid(repo_copy):

@@ -17,9 +17,13 @@ rule prepare:
         "python -m fedem prepare {wildcards.dataset} {params.dedupe} --config {CONFIG_FILE} > {log} 2>&1"
 
 
+# ancient: the copy is made once per variant (its name carries the preprocessing version, and
+# preparing it is deterministic). A re-prepared dataset is newer than its copy; re-copying it then
+# would trip Snakemake 9's ancient() bug (snakemake/snakemake#4166): the train jobs that read the copy
+# through ancient() drop out of the plan, and a missing result needs a second `snakemake` call.
 rule data_stats:
     input:
-        f"{PROCESSED}/{{dataset}}/{{variant}}.stats.json",
+        ancient(f"{PROCESSED}/{{dataset}}/{{variant}}.stats.json"),
     output:
         f"{RESULTS}/data_stats/{{dataset}}-{{variant}}.json",
     log:
