@@ -82,7 +82,7 @@ def test_a_missing_run_is_planned_after_its_dataset_was_prepared_again(tmp_path)
         for spec in config["protocols"].values():
             stats = root / stats_path(artifact_path(config, dataset, spec["dedupe"]))
             write_json(stats, {"content_hash": "0" * 64, "users": 1})  # written after the copies
-    run = sorted(p for p in (results / "runs").rglob("seed*.json") if not p.name.endswith(".timing.json"))[0]
+    _, run = layout.find_runs(results)[0]
     run.unlink()
     planned = planned_jobs(snakemake(root, "-n", str(run.relative_to(root)), *SMOKE).stdout)
     assert planned.get("train") == 1, planned
