@@ -27,14 +27,13 @@ wildcard_constraints:
     dataset=any_wildcard(DATASETS),
     method=any_wildcard(PACKAGE_CONFIG["methods"]),
     seed=r"\d+",
-    variant=r"(dups|dedupe)-seed\d+-v\d+",
+    variant=r"(dups|dedupe)-seed\d+-min\d+-neg\d+-v\d+",
 
 
 localrules:
     all,
     tables,
     figures,
-    grid_manifest,
     data_stats,
     render_tables,
     render_convergence,

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from fedem.config import load_config, run_config
-from fedem.engine.results import RESULT_SCHEMA_VERSION, config_hash, training_code_hash
+from fedem.engine.results import RESULT_SCHEMA_VERSION, config_hash, sealed, training_code_hash
+from fedem.engine.selection import selection_blocks
 from fedem.report import layout
 from fedem.report.layout import RunKey
 
@@ -45,17 +46,13 @@ def make_result(config: dict, key: RunKey, level: float, rounds: int = 5, probe:
     curve = [level * (t + 1) / rounds for t in range(rounds)]
     entries = [{"round": t, "train_loss": 0.5 / (t + 1), "val": _metrics(v), "test": _metrics(v * 0.95),
                 "test_full_ranking": _metrics(v * 0.2)} for t, v in enumerate(curve)]
-    best = entries[-1]
-    return {
+    return sealed({
         "schema_version": RESULT_SCHEMA_VERSION, "protocol": key.protocol, "dataset": key.dataset,
         "method": key.method, "seed": key.seed, "config": rc, "config_hash": config_hash(rc),
         "data_hash": data_hash, "code_hash": code_hash or training_code_hash(key.method), "code_version": "test",
         "torch_version": "test", "device": "cpu", "rounds": entries,
-        "selected": {"rule": "best validation hr@10", "round": best["round"], "val": best["val"],
-                     "test": best["test"], "test_full_ranking": best["test_full_ranking"]},
-        "test_selected": {"rule": "best test hr@10", "round": best["round"], "val": best["val"],
-                          "test": _metrics(level)},
-    }
+        **selection_blocks(entries, rc["training"]["selection_metric"]),
+    })
 
 
 def write_json(path: Path, data: dict) -> Path:
@@ -116,6 +113,6 @@ def write_grid_probes(results: Path, config: dict) -> list[Path]:
                 result = make_result(config, key, 0.5, probe=True)
                 probe = make_probe(key, seed=s)
                 probe.update({k: result[k] for k in ("config_hash", "code_hash", "data_hash")})  # as the CLI writes it
-                paths.append(write_json(layout.probe_path(results, key), probe))
+                paths.append(write_json(layout.probe_path(results, key), sealed(probe)))
                 write_json(layout.probe_result_path(results, key), result)
     return paths

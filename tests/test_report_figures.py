@@ -9,6 +9,7 @@ import yaml
 import matplotlib.image as mpimg
 import pytest
 
+from fedem.engine.results import sealed
 from fedem.report import layout, style
 from fedem.report.__main__ import main
 from fedem.report.collect import collect
@@ -128,7 +129,7 @@ def test_probe_from_another_run_than_its_result_is_invalid(tmp_path, config):
     key = RunKey("clean", "filmtrust", "fedem", 0)
     probe = json.loads(layout.probe_path(results, key).read_text())
     probe["config_hash"] = "0" * 16
-    write_json(layout.probe_path(results, key), probe)
+    write_json(layout.probe_path(results, key), sealed(probe))  # a genuine probe file of another run
     coll = collect(results, config)
     assert RunKey("authors", "filmtrust", "fedem", 0) in coll.probes and key not in coll.probes
     assert "different runs" in coll.problems[0].detail

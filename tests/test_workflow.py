@@ -11,7 +11,6 @@ import yaml
 from fedem.config import load_config
 from fedem.data.pipeline import artifact_path, stats_path
 from fedem.report import layout
-from fedem.report.manifest import write_manifest
 
 from conftest import REPO
 from report_fixtures import write_grid_probes, write_grid_results, write_json
@@ -32,7 +31,7 @@ def smoke_settings(root):
 
 
 def commit_smoke_results(root):
-    """What a clone with committed smoke results holds: runs, probes, stats copies, the manifest."""
+    """What a clone with committed smoke results holds: runs, probes, stats copies."""
     config = load_config(root / "config" / "smoke.yaml")
     results = root / smoke_settings(root)["results_dir"]
     write_grid_results(results, config, rounds=config["training"]["rounds"])
@@ -41,7 +40,6 @@ def commit_smoke_results(root):
         for protocol, spec in config["protocols"].items():
             variant = artifact_path(config, dataset, spec["dedupe"]).stem
             write_json(layout.data_stats_path(results, dataset, variant), {"content_hash": "0" * 64, "users": 1})
-    write_manifest(layout.grid_manifest_path(results), config, [])
     return results
 
 
@@ -68,7 +66,7 @@ def test_fresh_clone_with_committed_results_trains_nothing(tmp_path):
     assert (root / settings["figures_dir"] / "probe_rho_filmtrust.png").is_file()
     assert not (root / "data").exists() and not (root / "resources").exists()
     assert "STALE" not in out.stderr, "synthetic results carry the current hashes"
-    assert json.loads((results / "grid.json").read_text())["left_out"] == []
+    assert not (results / "grid.json").exists()  # the run leaves no untracked file in the results folder
 
 
 def test_a_missing_run_is_planned_after_its_dataset_was_prepared_again(tmp_path):
@@ -95,7 +93,7 @@ def test_full_plan_covers_the_grid(repo_copy):
     grid = config["grid"]
     assert planned["train"] == len(grid["protocols"]) * len(grid["datasets"]) * len(grid["methods"]) * len(grid["seeds"])
     assert planned["probe"] == len(grid["protocols"]) * len(grid["probe_datasets"]) * len(grid["probe_seeds"])
-    assert {"render_tables", "render_convergence", "render_probe_figures", "render_protocol_gap", "grid_manifest"} <= set(planned)
+    assert {"render_tables", "render_convergence", "render_probe_figures", "render_protocol_gap"} <= set(planned)
 
 
 def test_unobtainable_dataset_is_left_out_with_a_warning(repo_copy, tmp_path):
@@ -134,3 +132,15 @@ def test_smoke_config_is_the_paper_config_on_a_tiny_grid():
     assert {k for k in paper["training"] if paper["training"][k] != smoke["training"][k]} == {"rounds"}
     settings = yaml.safe_load((REPO / "config" / "smoke_workflow.yaml").read_text())["workflow"]
     assert all(settings[k].startswith("tmp/") for k in ("results_dir", "tables_dir", "figures_dir", "logs_dir"))
+
+
+def test_a_data_setting_overlay_plans_the_prepare_jobs_it_needs(tmp_path):
+    """Another data setting is another artifact: the workflow prepares it instead of reusing the cached one."""
+    root = clone(tmp_path / "clone")
+    commit_smoke_results(root)
+    overlay = tmp_path / "min40.yaml"
+    overlay.write_text("data: {min_user_interactions: 40}\n")
+    planned = planned_jobs(snakemake(root, "-n", *SMOKE, str(overlay)).stdout)
+    config = load_config(root / "config" / "smoke.yaml")
+    variants = {spec["dedupe"] for spec in config["protocols"].values()}
+    assert planned.get("prepare") == len(config["grid"]["datasets"]) * len(variants), planned

@@ -174,8 +174,12 @@ def dataset_status():
         lines = [bar, f"!! {len(unavailable)} DATASET(S) LEFT OUT: their data cannot be obtained on this machine now."]
         for a in unavailable:
             lines += [f"!!   {a.dataset}: {a.detail}.", f"!!     To supply it: {a.how_to_supply(PACKAGE_CONFIG['data']['raw_dir'])}."]
-        lines += [f"!! The run goes on without them; the tables say so (see {layout.grid_manifest_path(RESULTS)}).", bar]
-        print("\n".join(lines), file=sys.stderr)
+        lines += ["!! The run goes on without them; the tables list them as having no results.", bar]
+        banner = "\n".join(lines)
+        print(banner, file=sys.stderr)
+        # machine-specific text (what answered, what did not) goes to the console and this log only,
+        # never into a committed table
+        atomic_write_bytes(Path(LOGS) / "left_out.txt", (banner + "\n").encode())
     return status
 
 
@@ -184,16 +188,8 @@ def left_out():
     return [a.as_dict(raw_dir) for a in dataset_status().values() if a is not None and not a.available]
 
 
-def results_dir_of(wildcards, input):
-    return str(Path(input.manifest).parent)
-
-
 def dir_of_first_output(wildcards, output):
     return str(Path(output[0]).parent)
-
-
-def left_out_param(wildcards):
-    return left_out()
 
 
 def kept_datasets(datasets):
@@ -218,7 +214,7 @@ def figure_files(wildcards=None):
 
 
 def all_targets(wildcards):
-    return expected_outputs() + [str(layout.grid_manifest_path(RESULTS))] + table_files() + figure_files()
+    return expected_outputs() + table_files() + figure_files()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-# Report: the manifest of the full run, tables, figures, and the targets `tables` and `figures`.
+# Report: tables, figures, and the targets `tables` and `figures`.
 #
 # Two ways in, deliberately separate:
 # - `snakemake` (rule all) reaches the render_* rules, whose inputs are the grid's result files:
@@ -10,32 +10,16 @@
 # so a change of any of them re-renders (a result's staleness depends on all three).
 
 
-rule grid_manifest:
-    input:
-        expected_outputs,
-    output:
-        f"{RESULTS}/grid.json",
-    params:
-        left_out=left_out_param,
-    log:
-        f"{LOGS}/report/grid_manifest.log",
-    run:
-        from fedem.report.manifest import write_manifest
-
-        write_manifest(output[0], PACKAGE_CONFIG, params.left_out)
-
-
 rule render_tables:
     input:
         expected_outputs,
-        manifest=f"{RESULTS}/grid.json",
     output:
         flagged_table_files(),
     params:
         config=CONFIG_FILE,
         code_hash=CODE_HASH,
         report_code=REPORT_CODE_HASH,
-        results=results_dir_of,
+        results=RESULTS,
         out=dir_of_first_output,
     log:
         f"{LOGS}/report/tables.log",

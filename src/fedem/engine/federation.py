@@ -14,6 +14,7 @@ from fedem.batching import make_round_samples
 from fedem.data.dataset import FederatedDataset
 from fedem.data.negatives import TrainNegativeSampler
 from fedem.engine.evaluation import Evaluator
+from fedem.engine.selection import selection_blocks
 from fedem.errors import ConfigError, TrainingError
 from fedem.methods import Method, MethodContext, get_method
 
@@ -26,15 +27,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise TrainingError("training.device=cuda but no CUDA device is available; use auto or cpu")
     return torch.device(name)
-
-
-def select_round(rounds: list[dict], split: str, metric: str, latest_on_ties: bool) -> dict:
-    best = None
-    for entry in rounds:
-        value = entry[split][metric]
-        if best is None or value > best[split][metric] or (latest_on_ties and value == best[split][metric]):
-            best = entry
-    return best
 
 
 def _round_entry(t, losses, method, method_key, evaluator, full_ranking) -> dict:
@@ -107,25 +99,9 @@ def run_federation(
             except FloatingPointError as exc:
                 raise TrainingError(f"method '{method_key}' diverged in round {t}: {exc}") from exc
             bar.set_postfix(val_hr10=f"{rounds[-1]['val']['hr@10']:.4f}")
-    metric = tr["selection_metric"]
-    selected = select_round(rounds, "val", metric, latest_on_ties=False)
-    # the authors' rule (train.py: `if hr >= best_test_hr`): best test HR, latest on ties
-    test_selected = select_round(rounds, "test", "hr@10", latest_on_ties=True)
     body = {
         "rounds": rounds,
-        "selected": {
-            "rule": f"best validation {metric}, earliest round on ties",
-            "round": selected["round"],
-            "val": selected["val"],
-            "test": selected["test"],
-            "test_full_ranking": selected.get("test_full_ranking"),
-        },
-        "test_selected": {
-            "rule": "best TEST hr@10, latest round on ties (the authors' train.py; optimistic, leaky)",
-            "round": test_selected["round"],
-            "val": test_selected["val"],
-            "test": test_selected["test"],
-        },
+        **selection_blocks(rounds, tr["selection_metric"]),
         "device": str(device),
         "round_seconds": round_seconds,
         "probe_records": probe_records if probing else None,

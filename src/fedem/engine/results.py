@@ -15,7 +15,9 @@ from pathlib import Path
 import fedem
 from fedem.data.dataset import atomic_write_bytes
 
-RESULT_SCHEMA_VERSION = 1
+# 2: every result and probe file carries `content_digest`, the sha256 of its own canonical content
+RESULT_SCHEMA_VERSION = 2
+DIGEST_KEY = "content_digest"
 _PACKAGE_DIR = Path(fedem.__file__).resolve().parent
 # what determines a run's numbers; the report code, the CLI and the method registry do not
 _TRAINING_CODE_EXCLUDE = ("report", "cli.py", "data/availability.py", "methods/__init__.py", "__init__.py")
@@ -111,6 +113,27 @@ def provenance(protocol: str, dataset: str, method: str, seed: int, run_config: 
     }
 
 
+def content_digest(document: dict) -> str:
+    """sha256 of a result or probe file's canonical JSON without its own digest. Written at training time;
+    any later edit of the file (a number, a block) no longer matches it."""
+    body = {k: v for k, v in document.items() if k != DIGEST_KEY}
+    return hashlib.sha256(canonical_json(body).encode()).hexdigest()
+
+
+def sealed(document: dict) -> dict:
+    return {**{k: v for k, v in document.items() if k != DIGEST_KEY}, DIGEST_KEY: content_digest(document)}
+
+
+def digest_problem(document: dict) -> str | None:
+    """Why a loaded file's content is not what training wrote, or None."""
+    if DIGEST_KEY not in document:
+        return "it carries no content digest (not written by `fedem train`, or by older code)"
+    if document[DIGEST_KEY] != content_digest(document):
+        return ("its content does not match its content digest: the file was edited after training; "
+                "rerun the run to restore it")
+    return None
+
+
 def timing_path(result_path: Path) -> Path:
     return Path(result_path).with_suffix(".timing.json")
 
@@ -120,12 +143,12 @@ def write_result(path: Path, result: dict, timing: dict | None = None) -> None:
     path = Path(path)
     if timing is not None:
         atomic_write_bytes(timing_path(path), canonical_json(timing).encode())
-    atomic_write_bytes(path, canonical_json(result).encode())
+    atomic_write_bytes(path, canonical_json(sealed(result)).encode())
 
 
 def write_probe(path: Path, probe: dict) -> None:
     """Probe files hold ~100 records per round: compact JSON, still deterministic."""
-    text = json.dumps(probe, sort_keys=True, separators=(",", ":"), allow_nan=False) + "\n"
+    text = json.dumps(sealed(probe), sort_keys=True, separators=(",", ":"), allow_nan=False) + "\n"
     atomic_write_bytes(Path(path), text.encode())
 
 

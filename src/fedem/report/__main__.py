@@ -60,17 +60,17 @@ def cmd_figures(args) -> int:
     warn_excluded(coll)
     paths = []
     if args.kind in ("convergence", "all"):
-        for dataset in args.dataset or coll.datasets_with_runs():
+        for dataset in args.dataset or coll.datasets_with_files("runs"):
             paths += plot_convergence(coll, dataset, args.out)
     if args.kind in ("probes", "all"):
-        for dataset in args.dataset or coll.datasets_with_probes():
+        for dataset in args.dataset or coll.datasets_with_files("probes"):
             paths += plot_probes(coll, dataset, args.out)
     if args.kind in ("protocol-gap", "all"):
         paths += plot_protocol_gap(coll, args.out)
     print(f"wrote {len(paths)} figure files to {args.out}")
     if args.kind == "all" and not args.dataset:
-        # a full render owns the folder's figures: one it did not write now shows results that are
-        # no longer current (stale, or removed), so it goes rather than linger beside the new ones
+        # a full render owns the folder's figures: one it did not write now belongs to a dataset with
+        # no result file at all (removed), so it goes rather than linger beside the new ones
         written = {Path(p).resolve() for p in paths}
         for old in sorted(figure_files(args.out)):
             if old.resolve() not in written:

@@ -15,7 +15,8 @@ from fedem.data.pipeline import artifact_path
 from fedem.data.registry import DATASETS
 from fedem.report import layout
 from fedem.report.layout import RunKey
-from fedem.report.provenance import Expected, check_result, expected_for
+from fedem.engine.results import RESULT_SCHEMA_VERSION, digest_problem
+from fedem.report.provenance import Expected, check_result, expected_for, integrity_problem
 
 STALE = "stale"
 INVALID = "invalid"
@@ -37,8 +38,8 @@ class Collection:
     runs: dict[RunKey, dict] = field(default_factory=dict)  # current result files in the grid
     probes: dict[RunKey, dict] = field(default_factory=dict)  # current probe files in the grid
     data_stats: dict[tuple[str, str], dict] = field(default_factory=dict)  # (dataset, variant) -> stats
-    manifest: dict | None = None
     problems: list[Problem] = field(default_factory=list)
+    files_of: dict[str, set[str]] = field(default_factory=lambda: {"runs": set(), "probes": set()})  # datasets with any file
 
     @property
     def grid(self) -> dict:
@@ -69,21 +70,25 @@ class Collection:
         present = {k.dataset for k in self.runs}
         return [d for d in self.grid["datasets"] if d in present]
 
+    def datasets_with_files(self, kind: str = "runs") -> list[str]:
+        """Grid datasets with any result (kind="runs") or probe ("probes") file, current or not: a full
+        render draws a figure for each (a placeholder where none is current), as the workflow does."""
+        grid = self.grid["datasets" if kind == "runs" else "probe_datasets"]
+        return [d for d in grid if d in self.files_of[kind]]
+
     def datasets_with_probes(self) -> list[str]:
         present = {k.dataset for k in self.probes}
         return [d for d in self.grid["probe_datasets"] if d in present]
 
     def left_out(self) -> list[dict]:
-        """Grid datasets without any current run: with the reason the last full run recorded, if any."""
-        recorded = {e["dataset"]: e for e in (self.manifest or {}).get("left_out", [])}
+        """Grid datasets without any current run. Only what the results folder shows is said: why a
+        dataset could not be had on some machine is that machine's business (its console and log), never
+        text in a committed table."""
         present = {k.dataset for k in self.runs}
         excluded = self.excluded()
         out = []
         for dataset in self.grid["datasets"]:
             if dataset in present:
-                continue
-            if dataset in recorded:
-                out.append(recorded[dataset])
                 continue
             n_bad = sum(1 for p in excluded if f"/{layout.RUNS}/" in f"/{p.path}" and f"/{dataset}/" in p.path)
             detail = (f"all {n_bad} of its result files are stale or invalid (excluded; see provenance.md)" if n_bad
@@ -139,12 +144,6 @@ def collect(results_dir: str | Path, config: dict) -> Collection:
         else:
             coll.data_stats[(dataset, variant)] = stats
 
-    manifest = layout.grid_manifest_path(results_dir)
-    if manifest.is_file():
-        coll.manifest, err = _load_json(manifest)
-        if err:
-            coll.problems.append(Problem(manifest.as_posix(), INVALID, err))
-
     for key, path in layout.find_runs(results_dir):
         _admit(coll, key, path, path, probe=False)
     for key, path in layout.find_probes(results_dir):
@@ -161,6 +160,7 @@ def _data_hash(coll: Collection, key: RunKey) -> str | None:
 
 def _admit(coll: Collection, key: RunKey, path: Path, result_path: Path, probe: bool) -> None:
     shown = path.as_posix()
+    coll.files_of["probes" if probe else "runs"].add(key.dataset)
     if not _in_grid(coll.grid, key, probe):
         coll.problems.append(Problem(shown, OUTSIDE, "not part of the configured grid; ignored"))
         return
@@ -177,6 +177,12 @@ def _admit(coll: Collection, key: RunKey, path: Path, result_path: Path, probe: 
     result, err = _load_json(result_path)
     if err is None:
         err = _identity_mismatch(result, key)
+    current_schema = err is None and result.get("schema_version") == RESULT_SCHEMA_VERSION
+    if current_schema:  # an older schema is reported as stale below, with the version it has
+        err = integrity_problem(result)
+        if err is None and probe:
+            err = digest_problem(data)
+            err = err and f"the probe file: {err}"
     if err is None and probe:
         mismatch = [k for k in ("config_hash", "code_hash", "data_hash") if k in data and data[k] != result.get(k)]
         if mismatch:

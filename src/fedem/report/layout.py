@@ -6,7 +6,6 @@
     <results>/probes/.../seed{seed}.result.json                             the probe run's own result file
     <results>/data_stats/{dataset}-{variant}.json                           copy of a dataset's stats
     <results>/benchmarks/...                                                Snakemake benchmark files
-    <results>/grid.json                                                     what the last full run covered
 
 and the names of the tables and figures the report writes (the workflow declares them as outputs).
 """
@@ -21,7 +20,6 @@ RUNS = "runs"
 PROBES = "probes"
 DATA_STATS = "data_stats"
 BENCHMARKS = "benchmarks"
-GRID_MANIFEST = "grid.json"
 
 _SEED_FILE = re.compile(r"^seed(\d+)\.json$")
 _PROBE_RESULT_FILE = re.compile(r"^seed(\d+)\.result\.json$")
@@ -57,10 +55,6 @@ def probe_result_path(results: str | Path, key: RunKey) -> Path:
 
 def data_stats_path(results: str | Path, dataset: str, variant: str) -> Path:
     return Path(results) / DATA_STATS / f"{dataset}-{variant}.json"
-
-
-def grid_manifest_path(results: str | Path) -> Path:
-    return Path(results) / GRID_MANIFEST
 
 
 def _keys_under(root: Path, pattern: re.Pattern) -> list[tuple[RunKey, Path]]:

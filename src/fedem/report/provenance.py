@@ -11,7 +11,8 @@ import copy
 from dataclasses import dataclass, field
 
 from fedem.config import run_config
-from fedem.engine.results import RESULT_SCHEMA_VERSION, config_hash, training_code_hash
+from fedem.engine.results import RESULT_SCHEMA_VERSION, config_hash, digest_problem, training_code_hash
+from fedem.engine.selection import selection_blocks
 
 REQUIRED_KEYS = ("schema_version", "protocol", "dataset", "method", "seed", "config", "config_hash",
                  "code_hash", "data_hash", "rounds", "selected", "test_selected")
@@ -62,6 +63,24 @@ def dict_diff(old: object, new: object, prefix: str = "") -> list[str]:
                 out.extend(dict_diff(old[key], new[key], where))
         return out
     return [] if old == new else [f"{prefix or '<value>'}: {old!r} -> {new!r}"]
+
+
+def integrity_problem(result: dict) -> str | None:
+    """Is this the file training wrote? Its content digest must match, and its `selected` and
+    `test_selected` blocks must be what its own `rounds` curve gives (a hand-edited block is caught even
+    where the digest was recomputed)."""
+    problem = digest_problem(result)
+    if problem:
+        return problem
+    try:
+        derived = selection_blocks(result["rounds"], result["config"]["training"]["selection_metric"])
+    except (KeyError, TypeError) as exc:
+        return f"its rounds cannot be read ({exc!r})"
+    for block in ("selected", "test_selected"):
+        diff = dict_diff(result[block], derived[block], block)
+        if diff:
+            return f"its '{block}' block contradicts its own rounds ({'; '.join(diff[:3])})"
+    return None
 
 
 @dataclass

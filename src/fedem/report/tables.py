@@ -55,8 +55,7 @@ def common_warnings(coll: Collection) -> list[str]:
         out.append(f"{len(excluded)} result file(s) are stale or invalid and are EXCLUDED from this table "
                    f"(produced by other code or config than the current one); see provenance.md.")
     for entry in coll.left_out():
-        how = f" To supply it: {entry['how_to_supply']}." if entry.get("how_to_supply") else ""
-        out.append(f"dataset {entry['dataset']} is left out: {entry['detail']}.{how}")
+        out.append(f"dataset {entry['dataset']} is left out: {entry['detail']}.")
     return out
 
 
@@ -286,8 +285,9 @@ def provenance_md(coll: Collection) -> str:
     if left:
         out += ["## Datasets left out", ""]
         for e in left:
-            how = f" To supply it: {e['how_to_supply']}." if e.get("how_to_supply") else ""
-            out.append(f"- **{e['dataset']}**: {e['detail']}.{how}")
+            out.append(f"- **{e['dataset']}**: {e['detail']}.")
+        out += ["", "A full run (`snakemake --cores 8`) leaves out a dataset whose raw data it cannot obtain on "
+                "its machine, and says on its console (and in `logs/left_out.txt`) why and how to supply it."]
         out.append("")
     if ignored:
         out += ["## Ignored (not part of the configured grid)", "", "| File |", "|:--|"]
