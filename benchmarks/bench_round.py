@@ -56,10 +56,10 @@ def bench_reference(ds, method, config, clients=60):
     sys.path.insert(0, str(REPO / "tests"))
     from reference import Reference, train_client
 
-    from fedem.batching import make_round_samples
+    from fedem.training.schedule import make_round_samples
     from fedem.config import run_config
     from fedem.data.negatives import TrainNegativeSampler
-    from fedem.methods.fcf import init_fcf
+    from fedem.training.backbones import init_fcf
 
     rc = run_config(config, "authors", method)
     tr = rc["training"]

@@ -11,7 +11,7 @@ import cvxpy as cp
 import numpy as np
 import torch
 
-from fedem.batching import build_plan
+from fedem.training.schedule import build_plan
 from fedem.rng import numpy_rng
 
 
@@ -109,7 +109,7 @@ class Reference:
             if g is not None:
                 with torch.no_grad():
                     model.item_embeddings.weight.data = model.merge(model.item_embeddings.weight.data, g)
-            losses[client] = train_client(model, batches, hp["lr_embedding"], hp.get("lr_adapter"), bpe,
+            losses[client] = train_client(model, batches, hp["optimizer"]["lr"]["embedding"], hp["optimizer"]["lr"].get("adapter"), bpe,
                                           tr["early_stop_threshold"], g)
         counts = plan.sample_counts[torch.argsort(plan.clients)].double()
         if self.method == "fedmf":

@@ -3,11 +3,12 @@
 import pytest
 import torch
 
-from fedem.batching import make_round_samples
+from fedem.training.schedule import make_round_samples
 from fedem.data.negatives import TrainNegativeSampler
-from fedem.methods import MethodContext, get_method
+from fedem.methods import get_method
+from fedem.methods.base import MethodContext
 from fedem.methods.adapter import init_adapter
-from fedem.methods.fcf import init_fcf
+from fedem.training.backbones import init_fcf
 from reference import Reference
 from conftest import tiny_run_config
 

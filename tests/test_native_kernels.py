@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from fedem.batching import make_round_samples
+from fedem.training.schedule import make_round_samples
 from fedem.data.negatives import TrainNegativeSampler
 from fedem.errors import ConfigError
-from fedem.methods.fcf import init_fcf
+from fedem.training.backbones import init_fcf
 from fedem.numerics import native
 from fedem.numerics.native.fcf_train import train_fcf_clients
 

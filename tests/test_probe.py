@@ -2,11 +2,12 @@
 
 import torch
 
-from fedem.batching import make_round_samples
+from fedem.training.schedule import make_round_samples
 from fedem.data.negatives import TrainNegativeSampler
 from fedem.engine.evaluation import Evaluator
 from fedem.engine.federation import run_federation
-from fedem.methods import MethodContext, get_method
+from fedem.methods import get_method
+from fedem.methods.base import MethodContext
 from fedem.metrics import sampled_ranks
 
 from conftest import tiny_run_config

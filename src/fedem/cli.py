@@ -75,9 +75,9 @@ def cmd_train(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    get_method(args.method)  # unknown methods fail before any data work
-    code_hash = training_code_hash(args.method)  # before training: the code that makes the numbers
     rc = run_config(config, args.protocol, args.method)
+    get_method(rc["method"]["base"])  # unknown methods fail before any data work
+    code_hash = training_code_hash(rc["method"]["base"])  # before training: the code that makes the numbers
     start = time.perf_counter()
     ds, stats = prepare(config, args.dataset, rc["protocol"]["dedupe"])
     body = run_federation(ds, args.method, rc, args.seed, progress=not args.quiet)

@@ -19,16 +19,48 @@ def load_schema() -> dict:
     return yaml.safe_load(SCHEMA_PATH.read_text())
 
 
-def validate(config: dict, source: str = "config") -> dict:
-    """Raise ConfigError naming the first offending key; return the config unchanged."""
-    validator = jsonschema.Draft202012Validator(load_schema())
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+# keys of a method block that say what the method is and how it is shown, not how it trains: a run
+# records the rest (fedem.config.run_config)
+PRESENTATION_KEYS = ("role", "ablation_of", "probes")
+
+
+def _raise_first(errors, source: str, prefix: tuple = ()) -> None:
+    errors = sorted(errors, key=lambda e: list(e.absolute_path))
     if errors:
         err = errors[0]
-        where = ".".join(str(p) for p in err.absolute_path) or "<top level>"
+        where = ".".join(str(p) for p in (*prefix, *err.absolute_path)) or "<top level>"
         hint = err.schema.get("description", "") if isinstance(err.schema, dict) else ""
         extra = f" ({hint})" if hint else ""
         raise ConfigError(f"invalid config in {source} at '{where}': {err.message}{extra}")
+
+
+def base_of(config: dict, method: str) -> str:
+    """The implementation a method block configures: its `base`, or its own key."""
+    return config["methods"][method].get("base", method)
+
+
+def validate(config: dict, source: str = "config") -> dict:
+    """Raise ConfigError naming the first offending key; return the config unchanged. Each method block
+    is checked against the schema of its base method (unknown hyper-parameters are rejected)."""
+    schema = load_schema()
+    _raise_first(jsonschema.Draft202012Validator(schema).iter_errors(config), source)
+    bases = schema["$defs"]["method"]
+    for key, block in config["methods"].items():
+        base = block.get("base", key)
+        if base not in bases:
+            raise ConfigError(f"invalid config in {source} at 'methods.{key}': unknown method '{base}'"
+                              f"{' (its base)' if base != key else ''}; implemented: {', '.join(sorted(bases))}"
+                              f"{'' if 'base' in block else '; a variant names its implementation with base: <method>'}")
+        sub = {"$defs": schema["$defs"], "$ref": f"#/$defs/method/{base}"}
+        _raise_first(jsonschema.Draft202012Validator(sub).iter_errors(block), source, ("methods", key))
+        if block.get("role") == "ablation" and block.get("ablation_of") not in config["methods"]:
+            raise ConfigError(f"invalid config in {source} at 'methods.{key}.ablation_of': an ablation names the "
+                              f"method it ablates, one of {', '.join(sorted(config['methods']))}")
+    ks = config["training"]["eval_ks"]
+    metric = config["training"]["selection_metric"]
+    if int(metric.split("@")[1]) not in ks:
+        raise ConfigError(f"invalid config in {source} at 'training.selection_metric': {metric} is not computed "
+                          f"(training.eval_ks is {ks}); use hr@K or ndcg@K with K in eval_ks")
     return config
 
 
@@ -54,22 +86,50 @@ def apply_overrides(config: dict, overrides: Iterable[str]) -> dict:
     return config
 
 
+INHERITS_KEY = "inherits"
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """`over` merged into a copy of `base`, dicts recursively (as Snakemake merges --configfile)."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _read_with_inherits(path: Path, seen: tuple = ()) -> dict:
+    """A config file; one with `inherits: other.yaml` (relative to it) holds only what differs."""
+    if path.resolve() in seen:
+        raise ConfigError(f"config file '{path}' inherits itself ({' -> '.join(map(str, seen))})")
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from exc
+    if not isinstance(config, dict):
+        raise ConfigError(f"config file '{path}' does not hold a mapping of sections")
+    parent = config.pop(INHERITS_KEY, None)
+    if parent is None:
+        return config
+    parent_path = path.parent / parent
+    if not parent_path.is_file():
+        raise ConfigError(f"config file '{path}' inherits '{parent}', which is not found at {parent_path}")
+    return deep_merge(_read_with_inherits(parent_path, (*seen, path.resolve())), config)
+
+
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> dict:
     path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
     if not path.is_file():
         raise ConfigError(
             f"config file '{path}' not found: run from the repository root or pass --config PATH"
         )
-    try:
-        config = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from exc
+    config = _read_with_inherits(path)
     config = apply_overrides(config, overrides)
     return validate(config, str(path))
 
 
 def run_config(config: dict, protocol: str, method: str) -> dict:
-    """The resolved hyper-parameters of one run: what its result file records."""
+    """The resolved hyper-parameters of one run: what its result file records. The method's `training`
+    overrides are merged into the shared training block; its presentation keys are left out."""
     if protocol not in config["protocols"]:
         raise ConfigError(
             f"unknown protocol '{protocol}'; valid: {', '.join(sorted(config['protocols']))}"
@@ -79,11 +139,18 @@ def run_config(config: dict, protocol: str, method: str) -> dict:
             f"method '{method}' has no block under 'methods' in the config; "
             f"configured: {', '.join(sorted(config['methods']))}"
         )
+    block = copy.deepcopy(config["methods"][method])
+    training = {**copy.deepcopy(config["training"]), **block.pop("training", {})}
+    hparams = {"base": block.pop("base", method), **{k: v for k, v in block.items() if k not in PRESENTATION_KEYS}}
     return {
         "protocol": copy.deepcopy(config["protocols"][protocol]),
         "data": {k: config["data"][k] for k in ("data_seed", "min_user_interactions", "num_eval_negatives")},
-        "training": copy.deepcopy(config["training"]),
+        "training": training,
         "adam": copy.deepcopy(config["adam"]),
-        "method": copy.deepcopy(config["methods"][method]),
+        "method": hparams,
         "probe": copy.deepcopy(config["probe"]),
     }
+
+
+def methods_with_role(config: dict, *roles: str) -> list[str]:
+    return [m for m, block in config["methods"].items() if block["role"] in roles]

@@ -60,7 +60,8 @@ def _split_config(cfg):
     schema = yaml.safe_load(WORKFLOW_SCHEMA.read_text())
     _first_error(jsonschema.Draft202012Validator(schema), {WORKFLOW_KEY: cfg.get(WORKFLOW_KEY)} if WORKFLOW_KEY in cfg
                  else {}, "config/workflow.yaml (the `workflow` section)")
-    package = {k: v for k, v in cfg.items() if k != WORKFLOW_KEY}
+    # `inherits` (config/smoke.yaml): Snakemake has already merged that file over config/config.yaml
+    package = {k: v for k, v in cfg.items() if k not in (WORKFLOW_KEY, fedem.config.INHERITS_KEY)}
     fedem.config.validate(package, "the Snakemake config (config/config.yaml, then --configfile, then --config)")
     grid = package["grid"]
     unknown = [("grid.protocols", p, sorted(package["protocols"])) for p in grid["protocols"] if p not in package["protocols"]]

@@ -10,13 +10,14 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 from tqdm import tqdm
 
-from fedem.batching import make_round_samples
+from fedem.training.schedule import make_round_samples
 from fedem.data.dataset import FederatedDataset
 from fedem.data.negatives import TrainNegativeSampler
 from fedem.engine.evaluation import Evaluator
 from fedem.engine.selection import selection_blocks
 from fedem.errors import ConfigError, TrainingError
-from fedem.methods import Method, MethodContext, get_method
+from fedem.methods import get_method
+from fedem.methods.base import Method, MethodContext
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def run_federation(
     """Trains and evaluates one (dataset, method, seed); returns the result body (no provenance)."""
     tr = run_config["training"]
     device = resolve_device(tr["device"])
-    method_cls = get_method(method_key)
+    method_cls = get_method(run_config["method"]["base"])
     torch.manual_seed(0)  # nothing should draw from it; pinned so a stray draw is still deterministic
     method = method_cls(MethodContext(dataset=dataset, config=run_config, seed=seed, device=device))
     sampler = TrainNegativeSampler(dataset, run_config["protocol"]["train_negatives_from"], tr["num_negatives"])

@@ -9,7 +9,6 @@ import ast
 import hashlib
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import fedem
@@ -70,12 +69,13 @@ def _source_closure(entries: list[Path]) -> list[Path]:
 
 def training_code_hash(method: str | None = None) -> str:
     """sha256 over the sources that determine a run's numbers: the engine and everything it and the
-    method's module import (statically). Adding another method, or editing the report code, leaves
-    it unchanged; method=None hashes every method's closure (the whole training code)."""
-    from fedem.methods import METHODS
+    method's module import (statically, without importing anything: no torch). `method` is a base
+    method (a config variant runs its base's code). Adding another method, or editing the report code,
+    leaves it unchanged; method=None hashes every method's closure (the whole training code)."""
+    from fedem.methods import METHODS, module_file
 
     keys = sorted(METHODS) if method is None else [method]
-    entries = [_PACKAGE_DIR / _RUN_ENTRY] + [Path(sys.modules[METHODS[k].__module__].__file__) for k in keys]
+    entries = [_PACKAGE_DIR / _RUN_ENTRY] + [module_file(k) for k in keys]
     h = hashlib.sha256()
     for path in _source_closure(entries):
         h.update(path.relative_to(_PACKAGE_DIR).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")

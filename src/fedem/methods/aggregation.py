@@ -1,10 +1,33 @@
-"""FedEM's server step as matrix algebra (FEDEM.md, "Server, once per round")."""
+"""Server-side aggregation: FedAvg over any named shared parameters, its sparse form over the item rows a
+round touched, and FedEM's personalised step as matrix algebra (FEDEM.md, "Server, once per round")."""
 
 from __future__ import annotations
 
 import torch
 
 from fedem.numerics.simplex import project_rows_to_simplex
+from fedem.training.schedule import RoundPlan
+
+
+def sample_weights(counts: torch.Tensor) -> torch.Tensor:
+    """FedAvg weights n_u / sum n (n_u: a client's training samples this round)."""
+    n = counts.to(torch.float32)
+    return n / n.sum()
+
+
+def fedavg(uploads: dict[str, torch.Tensor], weights: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The weighted mean over the client axis of every named shared parameter: uploads[name] [C, ...],
+    weights [C] summing to 1."""
+    return {name: torch.tensordot(weights.to(t.dtype), t, dims=1) for name, t in uploads.items()}
+
+
+def fedavg_rows(table: torch.Tensor, plan: RoundPlan, trained: torch.Tensor, received: torch.Tensor) -> None:
+    """FedAvg of a shared item table, in place, when clients train only their pool rows:
+    sum_u w_u T_u = G + sum_u w_u (T_u - G), nonzero only on each client's pool rows.
+    table [I, d] (the server's G); trained, received [R, d] (the plan's pool rows after and before)."""
+    device = table.device
+    weights = sample_weights(plan.sample_counts.to(device))[plan.pool_client.to(device)]
+    table.index_add_(0, plan.pool_items.to(device), weights.unsqueeze(1) * (trained - received))
 
 
 def pca_projection(tables: torch.Tensor) -> torch.Tensor:

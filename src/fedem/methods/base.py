@@ -13,7 +13,8 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from fedem.batching import RoundSamples
+from fedem.training.optim import OptimizerSpec
+from fedem.training.schedule import RoundSamples
 from fedem.data.dataset import FederatedDataset
 
 
@@ -36,6 +37,11 @@ class MethodContext:
     def adam(self) -> dict:
         return self.config["adam"]
 
+    @property
+    def optimizer(self) -> OptimizerSpec:
+        """The method's client optimizer (its `optimizer` block, with the config's Adam constants)."""
+        return OptimizerSpec.from_config(self.hparams["optimizer"], self.adam) if "optimizer" in self.hparams else None
+
 
 class Method(ABC):
     name: ClassVar[str]
@@ -45,6 +51,7 @@ class Method(ABC):
         self.num_users = ctx.dataset.num_users
         self.num_items = ctx.dataset.num_items
         self.device = ctx.device
+        self.optimizer = ctx.optimizer
 
     @abstractmethod
     def train_round(self, round_index: int, samples: RoundSamples, negatives: np.ndarray) -> torch.Tensor:

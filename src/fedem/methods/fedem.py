@@ -10,17 +10,15 @@ import math
 import numpy as np
 import torch
 
-from fedem.batching import RoundSamples
-from fedem.local_loop import run_local_training
-from fedem.methods.adapter import init_adapter, merge, merged_forward_backward
+from fedem.errors import ConfigError
+from fedem.methods.adapter import MERGED_STEPS, MergedFCF, adapter_names, init_adapter, merge
 from fedem.methods.aggregation import aggregation_matrix
 from fedem.methods.base import MethodContext
-from fedem.methods.fcf import fcf_scores
 from fedem.methods.local import PerClientTables
-from fedem.numerics.adam import StackedAdam
-from fedem.numerics.compiled import index_add_rows, maybe_compiled
-from fedem.numerics.native.merged_train import train_merged_clients
 from fedem.rng import numpy_rng
+from fedem.training.backbones import fcf_scores
+from fedem.training.schedule import RoundSamples
+from fedem.training.trainer import train_clients
 
 _MERGE_CHUNK = 64  # clients per chunk when merging whole tables (bounds peak memory)
 
@@ -33,18 +31,22 @@ class FedEM(PerClientTables):
         hp = ctx.hparams
         layers = hp["adapter_layers"]
         if layers[0] != 2 * ctx.training["latent_dim"] or layers[-1] != 1:
-            from fedem.errors import ConfigError
-
             raise ConfigError(
                 f"methods.fedem.adapter_layers={layers}: first size must be 2*latent_dim="
                 f"{2 * ctx.training['latent_dim']} and last must be 1"
             )
-        template = init_adapter(layers, ctx.seed)
-        self.adapter = [t.to(self.device).expand((self.num_users,) + t.shape).clone() for t in template]
+        self.merged_backbone = MergedFCF(layers)
+        for name, t in zip(adapter_names(layers), init_adapter(layers, ctx.seed)):
+            self.state.tensors[name] = t.to(self.device).expand((self.num_users,) + t.shape).clone()
         # the server's store, replaced every round: clients of the last aggregation set and their G_u
         self.g_clients = torch.empty(0, dtype=torch.long, device=self.device)
         self.g_tables = torch.empty((0, self.num_items, ctx.training["latent_dim"]), device=self.device)
         self.sample_counts = None
+
+    @property
+    def adapter(self) -> list[torch.Tensor]:
+        """Every client's adapter [W1, b1, W2, b2, ...], each [U, ...]."""
+        return [self.state[n] for n in self.merged_backbone.adapter_names]
 
     # ---- local training -------------------------------------------------------------------
     def _aggregation_set(self, round_index: int) -> np.ndarray:
@@ -69,7 +71,7 @@ class FedEM(PerClientTables):
     def train_round(self, round_index: int, samples: RoundSamples, negatives: np.ndarray) -> torch.Tensor:
         plain, merged = self._groups(round_index)
         assert torch.equal(merged.to(self.device), self.g_clients), "the G store must hold last round's aggregation set"
-        losses = self.train_plain(samples, self.ctx.hparams["lr_embedding"], plain)
+        losses = self.train_plain(samples, plain)
         if merged.numel():
             losses[self.g_clients] = self._train_merged(samples, merged)
         self.sample_counts = samples.counts.to(self.device)
@@ -86,76 +88,24 @@ class FedEM(PerClientTables):
                 self.tables[idx] = merged
 
     def _train_merged(self, samples: RoundSamples, clients_cpu: torch.Tensor) -> torch.Tensor:
-        tr, hp, adam = self.ctx.training, self.ctx.hparams, self.ctx.adam
+        tr = self.ctx.training
         clients = self.g_clients
         self._merge_tables_in_place(clients, self.g_tables)
         plan = samples.plan(clients_cpu)
         ranked = plan.clients.to(self.device)
-        # position of each ranked client in the G store
+        # position of each ranked client in the G store, and the global row of each pool row
         g_pos = torch.empty(self.num_users, dtype=torch.long, device=self.device)
         g_pos[clients] = torch.arange(len(clients), device=self.device)
-        pool_client = plan.pool_client.to(self.device)
-        owners = ranked[pool_client]
-        pool_items = plan.pool_items.to(self.device)
-        d = self.tables.shape[-1]
-        table_rows = self.tables.view(-1, d)
-        flat_rows = owners * self.num_items + pool_items
-        pool_l = table_rows.index_select(0, flat_rows)
-        pool_g = self.g_tables.view(-1, d).index_select(0, g_pos[owners] * self.num_items + pool_items)
-        users = self.user_emb[ranked]
-        adapter = [p[ranked] for p in self.adapter]
-        if tr["kernels"] == "native" and self.device.type == "cpu":
-            losses = train_merged_clients(plan, pool_l, pool_g, users, adapter, hp["lr_embedding"], hp["lr_adapter"],
-                                          adam, tr["early_stop_threshold"])
-        else:
-            losses = self._train_merged_torch(plan, pool_l, pool_g, users, adapter, pool_client)
-        table_rows.index_copy_(0, flat_rows, pool_l)
-        self.user_emb[ranked] = users
-        for stored, trained in zip(self.adapter, adapter):
-            stored[ranked] = trained
+        owners = ranked[plan.pool_client.to(self.device)]
+        g_rows = g_pos[owners] * self.num_items + plan.pool_items.to(self.device)
+        tensors = self.state.for_plan(plan, self.merged_backbone)
+        tensors["global_items"] = self.g_tables.view(-1, self.g_tables.shape[-1]).index_select(0, g_rows)
+        losses = train_clients(self.merged_backbone, plan, tensors, self.optimizer, tr["early_stop_threshold"],
+                               tr["kernels"], step_groups=MERGED_STEPS)
+        self.state.write_back(plan, self.merged_backbone, tensors)
         out = torch.empty(len(clients), dtype=torch.float64, device=self.device)
         out[g_pos[ranked]] = losses
         return out
-
-    def _train_merged_torch(self, plan, pool_l, pool_g, users, adapter, pool_client) -> torch.Tensor:
-        """The lockstep torch path of _train_merged's local training (all clients at once)."""
-        tr, hp, adam = self.ctx.training, self.ctx.hparams, self.ctx.adam
-        d = pool_l.shape[1]
-        betas = (adam["beta1"], adam["beta2"], adam["eps"])
-        compiled = tr["kernels"] != "eager"
-        # the adapter's step is compute-bound (small batched GEMMs): compiling it and the merged
-        # forward/backward saved ~15 % of this group's time but cost ~40 s of compiling a run
-        adapter_opt = StackedAdam(adapter, hp["lr_adapter"], *betas, compiled=False)
-        user_opt = StackedAdam([users], hp["lr_embedding"], *betas, compiled=compiled)
-        pool_opt = StackedAdam([pool_l], hp["lr_embedding"], *betas, compiled=compiled)
-
-        grad_pool = pool_opt.grads[0]
-        add_rows = maybe_compiled(index_add_rows, compiled)
-
-        def step(k, batch, active):
-            ck, rk = plan.active_counts[k], plan.pool_prefix(k)
-            mask = None if bool(active.all()) else active
-            row_mask = None if mask is None else active[pool_client[:rk]]
-            rows = batch.rows.reshape(-1)
-            g_rows = pool_g.index_select(0, rows).view(ck, -1, d)
-            batch_args = (batch.labels, batch.valid, batch.count)
-            # (a) one Adam step on the adapter only
-            l_rows = pool_l.index_select(0, rows).view(ck, -1, d)
-            _, grads = merged_forward_backward([p[:ck] for p in adapter], l_rows, g_rows, users[:ck], *batch_args,
-                                               want="adapter")
-            for buf, grad in zip(adapter_opt.grads, grads):
-                buf[:ck].copy_(grad)
-            adapter_opt.step(k + 1, ck, mask)
-            # (b) a fresh forward with the updated adapter; one Adam step on (p_u, L_u)
-            loss, (grad_rows, grad_user) = merged_forward_backward(
-                [p[:ck] for p in adapter], l_rows, g_rows, users[:ck], *batch_args, want="embeddings")
-            add_rows(grad_pool[:rk], rows, grad_rows.reshape(-1, d))
-            user_opt.grads[0][:ck].copy_(grad_user)
-            user_opt.step(k + 1, ck, mask)
-            pool_opt.step(k + 1, rk, row_mask)
-            return loss
-
-        return run_local_training(plan, tr["early_stop_threshold"], step)
 
     # ---- server ---------------------------------------------------------------------------
     def _aggregate(self, round_index: int) -> None:

@@ -7,9 +7,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fedem.batching import RoundSamples
+from fedem.methods.aggregation import fedavg_rows
 from fedem.methods.base import Method, MethodContext
-from fedem.methods.fcf import fcf_scores, init_fcf, train_fcf_group
+from fedem.training.backbones import FCF, fcf_scores, init_fcf
+from fedem.training.schedule import RoundSamples
+from fedem.training.state import ClientState
+from fedem.training.trainer import train_clients
 
 
 class FedMF(Method):
@@ -17,28 +20,26 @@ class FedMF(Method):
 
     def __init__(self, ctx: MethodContext):
         super().__init__(ctx)
-        d = ctx.training["latent_dim"]
-        items, user = init_fcf(self.num_items, d, ctx.seed)
-        self.item_table = items.to(self.device)
-        self.user_emb = user.to(self.device).expand(self.num_users, d).clone()
+        items, user = init_fcf(self.num_items, ctx.training["latent_dim"], ctx.seed)
+        self.backbone = FCF(items_shared=True)
+        self.item_table = items.to(self.device)  # the server's table
+        self.state = ClientState.from_template({"user": user}, self.num_users, self.device)
+
+    @property
+    def user_emb(self) -> torch.Tensor:
+        return self.state["user"]
 
     def train_round(self, round_index: int, samples: RoundSamples, negatives: np.ndarray) -> torch.Tensor:
-        tr = self.ctx.training
         plan = samples.plan()
-        ranked = plan.clients.to(self.device)
         pool_items = plan.pool_items.to(self.device)
-        received = self.item_table[pool_items]
-        pool = received.clone()
-        users = self.user_emb[ranked]
-        losses = train_fcf_group(plan, users, pool, self.ctx.hparams["lr_embedding"], self.ctx.adam,
-                                 tr["early_stop_threshold"], tr["kernels"])
-        self.user_emb[ranked] = users
-        # FedAvg: sum_u w_u T_u = G + sum_u w_u (T_u - G), nonzero only on each client's pool rows
-        n = plan.sample_counts.to(self.device, torch.float32)
-        weights = (n / n.sum())[plan.pool_client.to(self.device)]
-        self.item_table.index_add_(0, pool_items, weights.unsqueeze(1) * (pool - received))
+        received = self.item_table[pool_items]  # each client's copy of the rows it will touch
+        tensors = {**self.state.for_plan(plan, self.backbone), "items": received.clone()}
+        losses = train_clients(self.backbone, plan, tensors, self.optimizer, self.ctx.training["early_stop_threshold"],
+                               self.ctx.training["kernels"])
+        self.state.write_back(plan, self.backbone, {"user": tensors["user"]})
+        fedavg_rows(self.item_table, plan, tensors["items"], received)
         out = torch.empty(self.num_users, dtype=torch.float64, device=self.device)
-        out[ranked] = losses
+        out[plan.clients.to(self.device)] = losses
         return out
 
     def score(self, users, items):

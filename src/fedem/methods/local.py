@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fedem.batching import RoundSamples
 from fedem.methods.base import Method, MethodContext
-from fedem.methods.fcf import fcf_scores, init_fcf, train_fcf_group
+from fedem.training.backbones import FCF, fcf_scores, init_fcf
+from fedem.training.schedule import RoundSamples
+from fedem.training.state import ClientState
+from fedem.training.trainer import train_clients
 
 
 class PerClientTables(Method):
@@ -15,30 +17,30 @@ class PerClientTables(Method):
 
     def __init__(self, ctx: MethodContext):
         super().__init__(ctx)
-        d = ctx.training["latent_dim"]
-        items, user = init_fcf(self.num_items, d, ctx.seed)
-        self.user_emb = user.to(self.device).expand(self.num_users, d).clone()
-        self.tables = items.to(self.device).expand(self.num_users, self.num_items, d).clone()
+        items, user = init_fcf(self.num_items, ctx.training["latent_dim"], ctx.seed)
+        self.backbone = FCF(items_shared=False)
+        self.state = ClientState.from_template({"user": user, "items": items}, self.num_users, self.device)
 
-    def train_plain(self, samples: RoundSamples, lr: float, clients: torch.Tensor | None = None) -> torch.Tensor:
+    @property
+    def user_emb(self) -> torch.Tensor:
+        return self.state["user"]
+
+    @property
+    def tables(self) -> torch.Tensor:
+        return self.state["items"]
+
+    def train_plain(self, samples: RoundSamples, clients: torch.Tensor | None = None) -> torch.Tensor:
         """Plain FCF local training of `clients` (CPU long tensor; default all) on their own tables;
         returns the losses [U] (NaN for clients that did not train)."""
-        tr = self.ctx.training
         out = torch.full((self.num_users,), float("nan"), dtype=torch.float64, device=self.device)
         if clients is not None and not clients.numel():
             return out
         plan = samples.plan(clients)
-        d = self.tables.shape[-1]
-        ranked = plan.clients.to(self.device)
-        flat_rows = ranked[plan.pool_client.to(self.device)] * self.num_items + plan.pool_items.to(self.device)
-        table_rows = self.tables.view(-1, d)
-        pool = table_rows.index_select(0, flat_rows)
-        users = self.user_emb[ranked]
-        losses = train_fcf_group(plan, users, pool, lr, self.ctx.adam, tr["early_stop_threshold"],
-                                 tr["kernels"])
-        table_rows.index_copy_(0, flat_rows, pool)
-        self.user_emb[ranked] = users
-        out[ranked] = losses
+        tensors = self.state.for_plan(plan, self.backbone)
+        losses = train_clients(self.backbone, plan, tensors, self.optimizer, self.ctx.training["early_stop_threshold"],
+                               self.ctx.training["kernels"])
+        self.state.write_back(plan, self.backbone, tensors)
+        out[plan.clients.to(self.device)] = losses
         return out
 
     def eval_tables(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
@@ -63,4 +65,4 @@ class Local(PerClientTables):
     name = "local"
 
     def train_round(self, round_index: int, samples: RoundSamples, negatives: np.ndarray) -> torch.Tensor:
-        return self.train_plain(samples, self.ctx.hparams["lr_embedding"])
+        return self.train_plain(samples)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fedem.batching import RoundSamples
+from fedem.training.schedule import RoundSamples
 from fedem.methods.base import Method, MethodContext
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
-from fedem.config import run_config
+from fedem.config import base_of, run_config
 from fedem.engine.results import RESULT_SCHEMA_VERSION, config_hash, digest_problem, training_code_hash
 from fedem.engine.selection import selection_blocks
 
@@ -22,11 +22,15 @@ REQUIRED_KEYS = ("schema_version", "protocol", "dataset", "method", "seed", "con
 class Expected:
     """What a current result file must carry."""
 
-    code_hashes: dict  # method -> training_code_hash(method)
+    code_hashes: dict  # base method -> training_code_hash(base)
     config: dict  # the package config the hashes are computed from
 
     def code_hash(self, method: str) -> str | None:
-        return self.code_hashes.get(method)
+        """The training code hash a current result of `method` (a config block: a method or a variant)
+        carries: its base's."""
+        if method not in self.config["methods"]:
+            return None
+        return self.code_hashes.get(base_of(self.config, method))
 
     def run_config(self, protocol: str, method: str, probe: bool = False) -> dict:
         config = self.config

@@ -1,6 +1,6 @@
 // Plain FCF local training of a group of clients, one client after another (the authors' loop
 // order), each client's working set (its pool rows and their Adam moments) hot in cache. Same
-// arithmetic as fedem.methods.fcf.train_fcf_group (see kernels.h).
+// arithmetic as fedem.training.fcf_fast.train_fcf_group (see kernels.h).
 #include <ATen/Parallel.h>
 
 #include <vector>

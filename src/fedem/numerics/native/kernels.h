@@ -1,6 +1,6 @@
 // Shared pieces of the native CPU kernels: Adam, the sigmoid BCE, a dot product.
 //
-// The float arithmetic mirrors the torch path op for op (fedem.numerics.adam, fedem.numerics.bce)
+// The float arithmetic mirrors the torch path op for op (fedem.training.optim, fedem.numerics.bce)
 // so the two agree to float rounding. The sigmoid and the logs use the same Sleef functions
 // torch's own vectorised CPU kernels use (exported by libtorch_cpu): log1p(-p) near saturation
 // magnifies any other rounding of p into the loss, and the loss drives the early stop.
@@ -164,7 +164,7 @@ inline float bce_grad_logit(float prob, float y, float inv_count) {
   return (prob - y) / std::max(sig_grad, 1e-12f) * sig_grad * inv_count;
 }
 
-// The authors' per-client early stop (fedem.local_loop): after an epoch's last step, stop when
+// The authors' per-client early stop (fedem.training.local_loop): after an epoch's last step, stop when
 // the running loss changed by less than `threshold` (relative) since the previous epoch's end.
 struct EarlyStop {
   double loss_sum = 0.0, sample_sum = 0.0, prev_avg = 0.0;
@@ -190,7 +190,7 @@ inline void check_tensors(const char* function, std::vector<std::pair<torch::Ten
   }
 }
 
-// A round's schedule as the flat buffers of fedem.batching.RoundPlan: client c's step s uses
+// A round's schedule as the flat buffers of fedem.training.schedule.RoundPlan: client c's step s uses
 // slots step_base[s] + c * B .. + B; pool rows are grouped by client (pool_offsets [C+1]).
 struct Schedule {
   const int64_t *rows, *step_base, *num_steps, *batches_per_epoch, *pool_offsets;

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from fedem.batching import RoundPlan
+from fedem.training.schedule import RoundPlan
 from fedem.numerics.native import check_losses, load
 
 

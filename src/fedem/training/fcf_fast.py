@@ -1,31 +1,17 @@
-"""FCF (federated collaborative filtering) pieces shared by fedmf, local and fedem:
-score = sigmoid(<p_u, q_i>), BCE loss, Adam re-created every round, closed-form gradients."""
+"""FCF's fast path (the `FCF` backbone's, fedem.training.backbones): score = sigmoid(<p_u, q_i>), BCE
+loss, Adam re-created every round, gradients in closed form (or the native C++ loop on the CPU).
+tests/test_training_layer.py proves it equal to the autograd path."""
 
 from __future__ import annotations
 
 import torch
 
-from fedem.batching import RoundPlan
-from fedem.local_loop import run_local_training
-from fedem.numerics.adam import StackedAdam
+from fedem.training.schedule import RoundPlan
+from fedem.training.local_loop import run_local_training
+from fedem.training.optim import StackedAdam
 from fedem.numerics.bce import bce_forward_backward
 from fedem.numerics.compiled import maybe_compiled
 from fedem.numerics.native.fcf_train import train_fcf_clients
-from fedem.rng import torch_gen
-
-
-def init_fcf(num_items: int, dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The authors' initialisation: one N(0, 1) item table (nn.Embedding default) shared by all
-    clients, and one N(0, 1) user-embedding template copied to every client."""
-    items = torch.randn((num_items, dim), generator=torch_gen(seed, "init-item-table"))
-    user = torch.randn((dim,), generator=torch_gen(seed, "init-user-embedding"))
-    return items, user
-
-
-def fcf_scores(user_emb: torch.Tensor, item_rows: torch.Tensor) -> torch.Tensor:
-    """user_emb [n, d], item_rows [n, K, d] -> sigmoid scores [n, K] (float32, as the authors rank:
-    saturated scores tie, and ties count against the positive)."""
-    return torch.sigmoid(torch.bmm(item_rows, user_emb.unsqueeze(2)).squeeze(2))
 
 
 def bce_loss_and_grad(logits, labels, valid, count):

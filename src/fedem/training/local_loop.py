@@ -7,7 +7,7 @@ from typing import Callable
 
 import torch
 
-from fedem.batching import RoundPlan, StepBatch
+from fedem.training.schedule import RoundPlan, StepBatch
 
 # step_fn(k, batch, active) -> per-client mean batch loss [C_k]; active [C_k] bool marks clients
 # that have not stopped early (the others must not change).
