@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from fedem.config import load_config, run_config
-from fedem.errors import FedemError
+from fedem.errors import ConfigError, FedemError
 
 log = logging.getLogger("fedem")
 
@@ -58,13 +58,44 @@ def cmd_prepare(args) -> int:
     return 0
 
 
+def _check_train_args(args) -> None:
+    """What would otherwise fail only after training (or deep inside it), refused up front."""
+    from fedem.engine.results import timing_path
+
+    if args.seed < 0:
+        raise ConfigError(f"--seed {args.seed}: a training seed is an integer >= 0")
+    outputs = [("--out", args.out), ("--out", timing_path(args.out))]
+    if args.probe_out is not None:
+        outputs.append(("--probe-out", args.probe_out))
+    for flag, path in outputs:
+        if path.is_dir():
+            raise ConfigError(f"{flag} {path} is a directory: give the path of the file to write, e.g. {path / 'r.json'}")
+        blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        if blocking is not None:
+            raise ConfigError(f"{flag} {path}: {blocking} is a file, not a directory")
+
+
+def _build_native_kernels(method: str, rc: dict) -> None:
+    """training.kernels=native on the CPU: build (once per machine) or load the method's C++ kernels
+    now, so that neither the first round's time nor the run's wall time includes a compile."""
+    from fedem.engine.federation import resolve_device
+    from fedem.engine.results import native_kernels
+
+    if rc["training"]["kernels"] != "native" or resolve_device(rc["training"]["device"]).type != "cpu":
+        return
+    from fedem.numerics import native
+
+    for name in native_kernels(method):
+        native.load(name)
+
+
 def cmd_train(args) -> int:
     from fedem.data.pipeline import prepare
     from fedem.engine.federation import run_federation
     from fedem.engine.results import code_version, provenance, training_code_hash, write_probe, write_result
     from fedem.methods import get_method
 
-
+    _check_train_args(args)
     overrides = list(args.overrides)
     if args.rounds is not None:
         overrides.append(f"training.rounds={args.rounds}")
@@ -78,6 +109,7 @@ def cmd_train(args) -> int:
     get_method(args.method)  # unknown methods fail before any data work
     code_hash = training_code_hash(args.method)  # before training: the code that makes the numbers
     rc = run_config(config, args.protocol, args.method)
+    _build_native_kernels(args.method, rc)
     start = time.perf_counter()
     ds, stats = prepare(config, args.dataset, rc["protocol"]["dedupe"])
     body = run_federation(ds, args.method, rc, args.seed, progress=not args.quiet)
