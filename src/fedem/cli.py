@@ -1,4 +1,4 @@
-"""`python -m fedem prepare|train|stats`: the command line the workflow and users call."""
+"""`fedem prepare|train` (or `python -m fedem ...`): the command line the workflow and users call."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import fedem
 from fedem.config import load_config, run_config
 from fedem.errors import ConfigError, FedemError
 
@@ -25,19 +26,23 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fedem", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {fedem.__version__}",
+                        help="print the package version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{prepare,train}",
+                                help="what to do (`fedem COMMAND --help` lists its options)")
 
     prep = sub.add_parser("prepare", help="fetch, verify and preprocess a dataset; print its stats")
-    prep.add_argument("dataset")
+    prep.add_argument("dataset", help="a dataset key, e.g. ml-100k or filmtrust (an unknown key lists the valid ones)")
     prep.add_argument("--dedupe", action="store_true", help="keep each (user, item) pair's earliest row")
     prep.add_argument("--force", action="store_true", help="rebuild even if the artifact exists")
     _common(prep)
 
     train = sub.add_parser("train", help="train and evaluate one (dataset, method, protocol, seed)")
-    train.add_argument("--dataset", required=True)
-    train.add_argument("--method", required=True)
-    train.add_argument("--seed", type=int, required=True)
-    train.add_argument("--protocol", default="authors", help="a key of `protocols` in the config")
+    train.add_argument("--dataset", required=True, help="a dataset key, e.g. ml-100k or filmtrust (an unknown key lists the valid ones)")
+    train.add_argument("--method", required=True, help="a method key, e.g. fedem or fedmf (an unknown key lists the valid ones)")
+    train.add_argument("--seed", type=int, required=True, help="training seed, an integer >= 0")
+    train.add_argument("--protocol", default="authors",
+                       help="a key of `protocols` in the config, e.g. authors or clean (default: %(default)s)")
     train.add_argument("--rounds", type=int, help="shortcut for --set training.rounds=N")
     train.add_argument("--probe-out", type=Path, help="also record aggregation-bottleneck probes here")
     train.add_argument("--out", type=Path, required=True, help="result JSON path (written atomically)")
