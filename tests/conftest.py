@@ -17,8 +17,11 @@ def mirror_dir() -> Path | None:
     return path if path.is_dir() else None
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def mirror() -> Path:
+    # session-scoped, so it is resolved before any test's function fixtures run: a fixture that
+    # unsets FEDEM_DATA_MIRROR for the code under test (test_availability's `config`) cannot hide
+    # the mirror this run was given
     path = mirror_dir()
     if path is None:
         pytest.skip("no offline dataset mirror (set FEDEM_DATA_MIRROR)")

@@ -1,4 +1,4 @@
-"""`python -m fedem prepare|train|stats`: the command line the workflow and users call."""
+"""`fedem prepare|train` (or `python -m fedem ...`): the command line the workflow and users call."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import sys
 import time
 from pathlib import Path
 
+import fedem
 from fedem.config import load_config, run_config
-from fedem.errors import FedemError
+from fedem.errors import ConfigError, FedemError
 
 log = logging.getLogger("fedem")
 
@@ -25,19 +26,23 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fedem", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {fedem.__version__}",
+                        help="print the package version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{prepare,train}",
+                                help="what to do (`fedem COMMAND --help` lists its options)")
 
     prep = sub.add_parser("prepare", help="fetch, verify and preprocess a dataset; print its stats")
-    prep.add_argument("dataset")
+    prep.add_argument("dataset", help="a dataset key, e.g. ml-100k or filmtrust (an unknown key lists the valid ones)")
     prep.add_argument("--dedupe", action="store_true", help="keep each (user, item) pair's earliest row")
     prep.add_argument("--force", action="store_true", help="rebuild even if the artifact exists")
     _common(prep)
 
     train = sub.add_parser("train", help="train and evaluate one (dataset, method, protocol, seed)")
-    train.add_argument("--dataset", required=True)
-    train.add_argument("--method", required=True)
-    train.add_argument("--seed", type=int, required=True)
-    train.add_argument("--protocol", default="authors", help="a key of `protocols` in the config")
+    train.add_argument("--dataset", required=True, help="a dataset key, e.g. ml-100k or filmtrust (an unknown key lists the valid ones)")
+    train.add_argument("--method", required=True, help="a method key, e.g. fedem or fedmf (an unknown key lists the valid ones)")
+    train.add_argument("--seed", type=int, required=True, help="training seed, an integer >= 0")
+    train.add_argument("--protocol", default="authors",
+                       help="a key of `protocols` in the config, e.g. authors or clean (default: %(default)s)")
     train.add_argument("--rounds", type=int, help="shortcut for --set training.rounds=N")
     train.add_argument("--probe-out", type=Path, help="also record aggregation-bottleneck probes here")
     train.add_argument("--out", type=Path, required=True, help="result JSON path (written atomically)")
@@ -58,13 +63,44 @@ def cmd_prepare(args) -> int:
     return 0
 
 
+def _check_train_args(args) -> None:
+    """What would otherwise fail only after training (or deep inside it), refused up front."""
+    from fedem.engine.results import timing_path
+
+    if args.seed < 0:
+        raise ConfigError(f"--seed {args.seed}: a training seed is an integer >= 0")
+    outputs = [("--out", args.out), ("--out", timing_path(args.out))]
+    if args.probe_out is not None:
+        outputs.append(("--probe-out", args.probe_out))
+    for flag, path in outputs:
+        if path.is_dir():
+            raise ConfigError(f"{flag} {path} is a directory: give the path of the file to write, e.g. {path / 'r.json'}")
+        blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        if blocking is not None:
+            raise ConfigError(f"{flag} {path}: {blocking} is a file, not a directory")
+
+
+def _build_native_kernels(method: str, rc: dict) -> None:
+    """training.kernels=native on the CPU: build (once per machine) or load the method's C++ kernels
+    now, so that neither the first round's time nor the run's wall time includes a compile."""
+    from fedem.engine.federation import resolve_device
+    from fedem.engine.results import native_kernels
+
+    if rc["training"]["kernels"] != "native" or resolve_device(rc["training"]["device"]).type != "cpu":
+        return
+    from fedem.numerics import native
+
+    for name in native_kernels(method):
+        native.load(name)
+
+
 def cmd_train(args) -> int:
     from fedem.data.pipeline import prepare
     from fedem.engine.federation import run_federation
     from fedem.engine.results import code_version, provenance, training_code_hash, write_probe, write_result
     from fedem.methods import get_method
 
-
+    _check_train_args(args)
     overrides = list(args.overrides)
     if args.rounds is not None:
         overrides.append(f"training.rounds={args.rounds}")
@@ -78,6 +114,7 @@ def cmd_train(args) -> int:
     rc = run_config(config, args.protocol, args.method)
     get_method(rc["method"]["base"])  # unknown methods fail before any data work
     code_hash = training_code_hash(rc["method"]["base"])  # before training: the code that makes the numbers
+    _build_native_kernels(rc["method"]["base"], rc)
     start = time.perf_counter()
     ds, stats = prepare(config, args.dataset, rc["protocol"]["dedupe"])
     body = run_federation(ds, args.method, rc, args.seed, progress=not args.quiet)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -13,6 +14,24 @@ from fedem.errors import ConfigError
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 DEFAULT_CONFIG_PATH = Path("config/config.yaml")
+
+
+class YamlLoader(yaml.SafeLoader):
+    """yaml.safe_load, except that floats are read as YAML 1.2 (and people) write them: 1e-3, 1E-3,
+    -2.5e+4, 5. and .5 are numbers (YAML 1.1, PyYAML's default, wants a dot and a signed exponent, and
+    reads 1e-3 as a string). Integers stay integers and every other string stays a string."""
+
+
+# appended after PyYAML's resolvers, so it only sees what they left a string (ints are taken before it)
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+|[0-9]+(?=[eE]))(?:[eE][-+]?[0-9]+)?$"),
+    list("-+0123456789."),
+)
+
+
+def yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=YamlLoader)
 
 
 def load_schema() -> dict:
@@ -56,19 +75,25 @@ def validate(config: dict, source: str = "config") -> dict:
         if block.get("role") == "ablation" and block.get("ablation_of") not in config["methods"]:
             raise ConfigError(f"invalid config in {source} at 'methods.{key}.ablation_of': an ablation names the "
                               f"method it ablates, one of {', '.join(sorted(config['methods']))}")
-    ks = config["training"]["eval_ks"]
-    metric = config["training"]["selection_metric"]
-    if int(metric.split("@")[1]) not in ks:
-        raise ConfigError(f"invalid config in {source} at 'training.selection_metric': {metric} is not computed "
-                          f"(training.eval_ks is {ks}); use hr@K or ndcg@K with K in eval_ks")
+    _check_selection_metric(config["training"], source)
     return config
+
+
+def _check_selection_metric(training: dict, source: str) -> None:
+    """The best-validation round is picked by a metric the evaluation computes: hr/ndcg at an eval K."""
+    computed = [f"{name}@{k}" for name in ("hr", "ndcg") for k in training["eval_ks"]]
+    if training["selection_metric"] not in computed:
+        raise ConfigError(
+            f"invalid config in {source} at 'training.selection_metric': '{training['selection_metric']}' is not "
+            f"computed (training.eval_ks is {training['eval_ks']}); valid: {', '.join(computed)}"
+        )
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:
     if "=" not in item:
         raise ConfigError(f"bad --set '{item}': expected section.key=value, e.g. training.rounds=5")
     key, raw = item.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(raw)
+    return key.strip().split("."), yaml_load(raw)
 
 
 def apply_overrides(config: dict, overrides: Iterable[str]) -> dict:
@@ -102,7 +127,7 @@ def _read_with_inherits(path: Path, seen: tuple = ()) -> dict:
     if path.resolve() in seen:
         raise ConfigError(f"config file '{path}' inherits itself ({' -> '.join(map(str, seen))})")
     try:
-        config = yaml.safe_load(path.read_text())
+        config = yaml_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from exc
     if not isinstance(config, dict):

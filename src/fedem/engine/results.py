@@ -82,6 +82,15 @@ def training_code_hash(method: str | None = None) -> str:
     return h.hexdigest()[:16]
 
 
+def native_kernels(method: str) -> list[str]:
+    """The C++ kernels (fedem.numerics.native.<name>, built on first use) that `method`'s training
+    code imports, by the same static closure as training_code_hash."""
+    from fedem.methods import module_file
+
+    entries = [_PACKAGE_DIR / _RUN_ENTRY, module_file(method)]
+    return [p.stem for p in _source_closure(entries) if p.suffix == ".cpp"]
+
+
 def code_version() -> str:
     try:
         out = subprocess.run(
