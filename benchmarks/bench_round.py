@@ -73,7 +73,7 @@ def bench_reference(ds, method, config, clients=60):
     start = time.perf_counter()
     for rank, client in enumerate(plan.clients.tolist()):
         ref.models[client].item_embeddings.weight.data.copy_(items)
-        train_client(ref.models[client], plan.client_batches(rank), rc["method"]["lr_embedding"], None,
+        train_client(ref.models[client], plan.client_batches(rank), rc["method"]["optimizer"]["lr"]["embedding"], None,
                      int(plan.batches_per_epoch[rank]), tr["early_stop_threshold"])
     elapsed = time.perf_counter() - start
     share = float(plan.sample_counts.sum()) / float(samples.counts.sum())

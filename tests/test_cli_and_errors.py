@@ -37,7 +37,7 @@ def fedem_cli(*args, env_mirror=None, cwd=REPO, timeout=600):
 @pytest.mark.parametrize(
     "override,needle",
     [
-        ("methods.fedem.lr_embedding=-0.1", "methods.fedem.lr_embedding"),
+        ("methods.fedem.optimizer.lr.embedding=-0.1", "methods.fedem.optimizer.lr.embedding"),
         ("methods.fedem.agg_clients_ratio=1.5", "methods.fedem.agg_clients_ratio"),
         ("methods.fedem.agg_clients_ratio=0", "must lie in (0, 1]"),
         ("methods.fedem.agg_mode=median", "methods.fedem.agg_mode"),
@@ -63,18 +63,19 @@ def test_unknown_config_key_is_named(tmp_path):
 def test_cli_unknown_method_and_dataset_list_valid_keys(tmp_path):
     out = tmp_path / "r.json"
     r = fedem_cli("train", "--dataset", "filmtrust", "--method", "fedavg", "--seed", "0", "--out", str(out))
-    assert r.returncode == 2 and "valid methods: fedem, fedmf, local, neg-count" in r.stderr
+    assert r.returncode == 2 and "method 'fedavg' has no block under 'methods'" in r.stderr
+    assert "configured: fedem, fedmf, local, neg-count" in r.stderr
     r = fedem_cli("train", "--dataset", "netflix", "--method", "fedem", "--seed", "0", "--out", str(out))
     assert r.returncode == 2 and "netflix" in r.stderr and "ml-100k" in r.stderr and "filmtrust" in r.stderr
     r = fedem_cli("train", "--dataset", "filmtrust", "--method", "fedem", "--seed", "0", "--out", str(out),
-                  "--set", "methods.fedem.lr_adapter=-1")
-    assert r.returncode == 2 and "methods.fedem.lr_adapter" in r.stderr
+                  "--set", "methods.fedem.optimizer.lr.adapter=-1")
+    assert r.returncode == 2 and "methods.fedem.optimizer.lr.adapter" in r.stderr
     assert not out.exists()
 
 
 def test_nan_loss_stops_with_round_and_method_named(tiny_dataset):
     rc = tiny_run_config("local")
-    rc["method"]["lr_embedding"] = 3.0e38  # legal but absurd: parameters overflow, then inf - inf = NaN
+    rc["method"]["optimizer"]["lr"]["embedding"] = 3.0e38  # legal but absurd: parameters overflow, then inf - inf = NaN
     with pytest.raises(TrainingError, match=r"'local'.*round 0"):
         run_federation(tiny_dataset, "local", rc, seed=0, progress=False)
 
@@ -82,7 +83,7 @@ def test_nan_loss_stops_with_round_and_method_named(tiny_dataset):
 def test_cli_failed_run_writes_no_result(tmp_path, mirror):
     out = tmp_path / "r.json"
     r = fedem_cli("train", "--dataset", "filmtrust", "--method", "local", "--seed", "0", "--rounds", "1",
-                  "--set", "methods.local.lr_embedding=3.0e+38", "--out", str(out), "--quiet",
+                  "--set", "methods.local.optimizer.lr.embedding=3.0e+38", "--out", str(out), "--quiet",
                   "--set", f"data.raw_dir={tmp_path}/raw", "--set", f"data.processed_dir={tmp_path}/p",
                   env_mirror=mirror)
     assert r.returncode == 2 and "diverged in round 0" in r.stderr, r.stderr

@@ -80,7 +80,7 @@ def test_selection_metric_must_be_a_computed_metric():
 @pytest.mark.parametrize("raw,value", [("1e-3", 1e-3), ("1E-3", 1e-3), ("-2.5e+4", -2.5e4), (".5", 0.5),
                                        ("5.", 5.0), ("1.0e-4", 1e-4), ("+3e2", 300.0)])
 def test_override_floats_as_typed(raw, value):
-    parsed = _parse_override(f"methods.fedem.lr_embedding={raw}")[1]
+    parsed = _parse_override(f"methods.fedem.optimizer.lr.embedding={raw}")[1]
     assert type(parsed) is float and parsed == value
     assert load_config(CONFIG, [f"adam.eps={raw.lstrip('-')}"])["adam"]["eps"] == abs(value)
 
@@ -94,10 +94,13 @@ def test_override_other_values_keep_their_type(raw, value):
 
 def test_config_file_floats_as_typed(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text(CONFIG.read_text().replace("    lr_embedding: 0.1               # user", "    lr_embedding: 1e-3  # user"))
+    text = CONFIG.read_text()
+    assert "lr: {embedding: 0.1, adapter: 0.1}" in text
+    path.write_text(text.replace("lr: {embedding: 0.1, adapter: 0.1}", "lr: {embedding: 1e-3, adapter: 0.1}"))
     cfg = load_config(path)
-    assert cfg["methods"]["fedem"]["lr_embedding"] == 1e-3 and cfg["training"]["rounds"] == 100
-    assert load_config(CONFIG, ["methods.fedem.lr_embedding=1e-3"])["methods"]["fedem"]["lr_embedding"] == 1e-3
+    assert cfg["methods"]["fedem"]["optimizer"]["lr"]["embedding"] == 1e-3 and cfg["training"]["rounds"] == 100
+    loaded = load_config(CONFIG, ["methods.fedem.optimizer.lr.embedding=1e-3"])
+    assert loaded["methods"]["fedem"]["optimizer"]["lr"]["embedding"] == 1e-3
 
 
 @pytest.mark.parametrize("method,kernels", [("fedem", ["fcf_train", "merged_train"]), ("fedmf", ["fcf_train"]),

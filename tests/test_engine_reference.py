@@ -15,7 +15,7 @@ from conftest import tiny_run_config
 ATOL = 1e-4  # float32 roundoff, amplified by Adam on near-zero gradients (lr 0.1)
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 # threshold 0.05 makes clients stop early at different epochs; kernels as training.kernels
-CASES = [(1e-4, "native"), (0.05, "native"), (0.05, "compiled"), (0.05, "eager")]
+CASES = [(1e-4, "native"), (0.05, "native"), (0.05, "compiled"), (0.05, "eager"), (0.05, "autograd")]
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -44,7 +44,8 @@ PRESENTATION_KEYS = ("role", "ablation_of", "probes")
 
 
 def _raise_first(errors, source: str, prefix: tuple = ()) -> None:
-    errors = sorted(errors, key=lambda e: list(e.absolute_path))
+    # an invalid value inside an allOf also leaves its key "unevaluated": report the value, not that
+    errors = sorted(errors, key=lambda e: (e.validator == "unevaluatedProperties", list(e.absolute_path)))
     if errors:
         err = errors[0]
         where = ".".join(str(p) for p in (*prefix, *err.absolute_path)) or "<top level>"

@@ -68,8 +68,8 @@ def train_clients(
     missing = [s.name for s in backbone.specs if s.name not in tensors]
     if missing:
         raise KeyError(f"train_clients: no tensor for {missing}")
-    probe_extra = type(backbone).extra_loss is not Backbone.extra_loss
-    check_layout(backbone, optimizer, rows, probe_extra)
+    has_extra = type(backbone).extra_loss is not Backbone.extra_loss
+    check_layout(backbone, optimizer, rows, has_extra)
     device = next(iter(tensors.values())).device
     fast = backbone.fast_path(kernels, device, optimizer, rows, groups)
     if fast is not None:
@@ -80,12 +80,15 @@ def train_clients(
 def _train_autograd(backbone, plan, tensors, optimizer, threshold, kernels, rows, groups) -> torch.Tensor:
     compiled = kernels in ("compiled", "native")
     specs = backbone.specs
-    optimizers = []
-    for group in groups:
-        names = [s.name for s in backbone.trainable if s.lr_group == group]
-        if not names:
-            raise ConfigError(f"step group '{group}' trains no parameter of this backbone")
-        optimizers.append((names, optimizer.make(group, [tensors[n] for n in names], compiled=compiled)))
+    substeps = []  # per sub-step: the tensors it trains, and one optimizer per lr group over them
+    for groups_now in groups:
+        optimizers = []
+        for group in groups_now:
+            names = [s.name for s in backbone.trainable if s.lr_group == group]
+            if not names:
+                raise ConfigError(f"parameter group '{group}' of step {groups_now} trains no parameter of this backbone")
+            optimizers.append((names, optimizer.make(group, [tensors[n] for n in names], compiled=compiled)))
+        substeps.append(optimizers)
     device = next(iter(tensors.values())).device
     pool_client = plan.pool_client.to(device)
     pool_items = plan.pool_items.to(device)
@@ -124,17 +127,19 @@ def _train_autograd(backbone, plan, tensors, optimizer, threshold, kernels, rows
         row_mask = None if client_mask is None else client_mask[pool_client[:rk]]
         lr_scale = optimizer.lr_scale(k)
         loss = None
-        for names, opt in optimizers:
+        for optimizers in substeps:
+            names = [n for group_names, _ in optimizers for n in group_names]
             leaves, p, full = inputs(ck, rk, batch, set(names))
             loss = masked_bce(backbone.logits(p), batch.labels, batch.valid, batch.count)
             extra = backbone.extra_loss(full)
             if extra is not None:
                 loss = loss + extra
-            grads = torch.autograd.grad(loss.sum(), [leaves[n] for n in names])
-            for i, (name, grad) in enumerate(zip(names, grads)):
-                prefix = rk if pooled[name] else ck
-                opt.grads[i][:prefix].copy_(grad)
-                opt.step_one(i, k + 1, prefix, row_mask if pooled[name] else client_mask, lr_scale)
+            grads = dict(zip(names, torch.autograd.grad(loss.sum(), [leaves[n] for n in names])))
+            for group_names, opt in optimizers:
+                for i, name in enumerate(group_names):
+                    prefix = rk if pooled[name] else ck
+                    opt.grads[i][:prefix].copy_(grads[name])
+                    opt.step_one(i, k + 1, prefix, row_mask if pooled[name] else client_mask, lr_scale)
         return loss.detach()
 
     return run_local_training(plan, threshold, step)
