@@ -5,7 +5,8 @@
 Reports the median over rounds after the first (which pays one-off costs: torch.compile, caches).
 A round = waiting for its prefetched data + local training of every client + the server step
 (the `round_seconds` of a run); evaluation is timed separately. Alternatives in the same table:
-`--compare` adds the engine with the other training.kernels choices (compiled, eager), and the per-client reference loop
+`--compare` adds the engine with the other training.kernels choices (compiled, eager, and autograd:
+the training layer's generic path, without any fast path), and the per-client reference loop
 (tests/reference.py, the authors' structure) timed on a sample of clients and scaled up.
 
 `--profile R` instead runs torch.profiler over round R of each (dataset, method) and prints where
@@ -150,7 +151,11 @@ def main() -> int:
     parser.add_argument("--methods", nargs="+", default=["fedem", "fedmf", "local", "neg-count"])
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--compare", action="store_true", help="also time eager kernels and the per-client loop")
+    parser.add_argument("--compare", action="store_true",
+                        help="also time the other training.kernels choices and the per-client loop")
+    parser.add_argument("--kernels", nargs="+", default=["native", "compiled", "eager", "autograd"],
+                        help="with --compare: the training.kernels choices to time besides the config's "
+                             "(autograd = the training layer's generic path, no fast path)")
     parser.add_argument("--profile", type=int, metavar="ROUND", help="profile this round instead of timing")
     parser.add_argument("--json", type=Path, help="write the table as JSON too")
     args = parser.parse_args()
@@ -181,7 +186,7 @@ def main() -> int:
             extra = ""
             row["kernels"] = config["training"]["kernels"]
             if args.compare and method in ("fedmf", "local", "fedem"):
-                for other in ("native", "compiled", "eager"):
+                for other in args.kernels:
                     if other != row["kernels"]:
                         row[f"{other}_kernels_seconds_per_round"], _ = bench_engine(ds, method, config, args.rounds, other)
                         extra += f"{other} {row[f'{other}_kernels_seconds_per_round']:.2f}s  "

@@ -74,8 +74,8 @@ def test_main_table_numbers_marks_and_comparison(results, config):
 
 def test_ranks_skip_sanity_and_comparison_needs_two_seeds():
     cs = {"fedem": Cell({0: 0.2}), "fedmf": Cell({0: 0.5}), "neg-count": Cell({0: 0.9}), "local": Cell({0: 0.3})}
-    assert ranks(cs) == {"fedmf": 1, "local": 2}
-    comp = compare_to_best_baseline(cs)
+    assert ranks(cs, ("neg-count",)) == {"fedmf": 1, "local": 2}
+    comp = compare_to_best_baseline(cs, "fedem", ("neg-count",))
     assert comp.baseline == "fedmf" and comp.p_value is None and comp.relative == pytest.approx(-0.6)
 
 

@@ -45,7 +45,12 @@ PRESENTATION_KEYS = ("role", "ablation_of", "probes")
 
 def _raise_first(errors, source: str, prefix: tuple = ()) -> None:
     # an invalid value inside an allOf also leaves its key "unevaluated": report the value, not that
-    errors = sorted(errors, key=lambda e: (e.validator == "unevaluatedProperties", list(e.absolute_path)))
+    # (and of unevaluated keys, the innermost is the one to name)
+    def rank(e):
+        unevaluated = e.validator == "unevaluatedProperties"
+        return unevaluated, -len(e.absolute_path) if unevaluated else 0, list(e.absolute_path)
+
+    errors = sorted(errors, key=rank)
     if errors:
         err = errors[0]
         where = ".".join(str(p) for p in (*prefix, *err.absolute_path)) or "<top level>"
@@ -180,3 +185,8 @@ def run_config(config: dict, protocol: str, method: str) -> dict:
 
 def methods_with_role(config: dict, *roles: str) -> list[str]:
     return [m for m, block in config["methods"].items() if block["role"] in roles]
+
+
+def probed_methods(config: dict) -> tuple[str, ...]:
+    """Grid methods with `probes: true`: the workflow runs their probes on grid.probe_datasets."""
+    return tuple(m for m in config["grid"]["methods"] if config["methods"][m].get("probes", False))

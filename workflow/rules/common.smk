@@ -98,8 +98,8 @@ def method_code_hash(wildcards):
     return EXPECTED.code_hash(wildcards.method)
 
 
-def fedem_code_hash(wildcards):
-    return EXPECTED.code_hash("fedem")
+def probe_code_hash(wildcards):
+    return EXPECTED.code_hash(wildcards.method)
 
 
 def write_resolved_config(package):
@@ -127,8 +127,8 @@ def grid_runs():
 
 
 def grid_probes():
-    return [RunKey(p, d, "fedem", s) for p in GRID["protocols"] for d in GRID["probe_datasets"]
-            for s in GRID["probe_seeds"]]
+    return [RunKey(p, d, m, s) for p in GRID["protocols"] for d in GRID["probe_datasets"]
+            for m in fedem.config.probed_methods(PACKAGE_CONFIG) for s in GRID["probe_seeds"]]
 
 
 def dedupe_of(protocol):
@@ -236,7 +236,7 @@ def run_config_hash(wildcards):
 
 
 def probe_config_hash(wildcards):
-    return config_hash(EXPECTED.run_config(wildcards.protocol, "fedem", probe=True))
+    return config_hash(EXPECTED.run_config(wildcards.protocol, wildcards.method, probe=True))
 
 
 def dataset_runs(wildcards):

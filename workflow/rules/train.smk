@@ -32,21 +32,21 @@ rule probe:
     input:
         stats=stats_copy_of_run,
     output:
-        probe=f"{RESULTS}/probes/{{protocol}}/{{dataset}}/fedem/seed{{seed}}.json",
-        result=f"{RESULTS}/probes/{{protocol}}/{{dataset}}/fedem/seed{{seed}}.result.json",
-        timing=f"{RESULTS}/probes/{{protocol}}/{{dataset}}/fedem/seed{{seed}}.result.timing.json",
+        probe=f"{RESULTS}/probes/{{protocol}}/{{dataset}}/{{method}}/seed{{seed}}.json",
+        result=f"{RESULTS}/probes/{{protocol}}/{{dataset}}/{{method}}/seed{{seed}}.result.json",
+        timing=f"{RESULTS}/probes/{{protocol}}/{{dataset}}/{{method}}/seed{{seed}}.result.timing.json",
     log:
-        f"{LOGS}/probe/{{protocol}}/{{dataset}}/fedem/seed{{seed}}.log",
+        f"{LOGS}/probe/{{protocol}}/{{dataset}}/{{method}}/seed{{seed}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/probe/{{protocol}}/{{dataset}}/fedem/seed{{seed}}.tsv"
+        f"{RESULTS}/benchmarks/probe/{{protocol}}/{{dataset}}/{{method}}/seed{{seed}}.tsv"
     params:
         config_hash=probe_config_hash,
-        code_hash=fedem_code_hash,
+        code_hash=probe_code_hash,
     threads: WF["threads_per_train_job"]
     resources:
         gpu=WF["gpus_per_train_job"],
     shell:
         "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} "
         "python -m fedem train --config {CONFIG_FILE} --protocol {wildcards.protocol} "
-        "--dataset {wildcards.dataset} --method fedem --seed {wildcards.seed} "
+        "--dataset {wildcards.dataset} --method {wildcards.method} --seed {wildcards.seed} "
         "--probe-out {output.probe} --out {output.result} --threads {threads} --quiet > {log} 2>&1"

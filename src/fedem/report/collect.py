@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fedem.config import methods_with_role, probed_methods
 from fedem.data.pipeline import artifact_path
 from fedem.data.registry import DATASETS
 from fedem.report import layout
@@ -44,6 +45,22 @@ class Collection:
     @property
     def grid(self) -> dict:
         return self.config["grid"]
+
+    @property
+    def sanity_methods(self) -> tuple[str, ...]:
+        """No-learning floors (role: sanity): shown below the methods, never ranked."""
+        return tuple(methods_with_role(self.config, "sanity"))
+
+    @property
+    def probed_methods(self) -> tuple[str, ...]:
+        """Grid methods whose block says `probes: true` (aggregation-bottleneck probe runs)."""
+        return probed_methods(self.config)
+
+    @property
+    def proposed(self) -> str | None:
+        """The paper's method (role: proposed), compared with the best other method."""
+        found = methods_with_role(self.config, "proposed")
+        return found[0] if found else None
 
     def excluded(self) -> list[Problem]:
         """Stale or invalid files: these would have been in a table, and are not."""
@@ -116,10 +133,11 @@ def _split_stats_name(stem: str) -> tuple[str, str]:
     return dataset, variant
 
 
-def _in_grid(grid: dict, key: RunKey, probe: bool) -> bool:
+def _in_grid(coll_config: dict, key: RunKey, probe: bool) -> bool:
+    grid = coll_config["grid"]
     if probe:
         return (key.protocol in grid["protocols"] and key.dataset in grid["probe_datasets"]
-                and key.method == "fedem" and key.seed in grid["probe_seeds"])
+                and key.method in probed_methods(coll_config) and key.seed in grid["probe_seeds"])
     return (key.protocol in grid["protocols"] and key.dataset in grid["datasets"]
             and key.method in grid["methods"] and key.seed in grid["seeds"])
 
@@ -161,7 +179,7 @@ def _data_hash(coll: Collection, key: RunKey) -> str | None:
 def _admit(coll: Collection, key: RunKey, path: Path, result_path: Path, probe: bool) -> None:
     shown = path.as_posix()
     coll.files_of["probes" if probe else "runs"].add(key.dataset)
-    if not _in_grid(coll.grid, key, probe):
+    if not _in_grid(coll.config, key, probe):
         coll.problems.append(Problem(shown, OUTSIDE, "not part of the configured grid; ignored"))
         return
     if probe:

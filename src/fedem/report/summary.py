@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 from scipy import stats as scipy_stats
 
-SANITY_METHODS = ("neg-count",)  # no-learning scorers: shown as a floor, never ranked
-PROPOSED = "fedem"
+# Which method is the paper's, which are sanity floors (shown, never ranked): each method block's
+# `role` in the config (fedem.config.methods_with_role), passed in by the tables.
 
 
 @dataclass(frozen=True)
@@ -52,13 +52,13 @@ def fmt_pct(x: float | None, signed: bool = False) -> str:
     return f"{x * 100:+.1f}%" if signed else f"{x * 100:.1f}%"
 
 
-def ranks(cells: dict[str, Cell]) -> dict[str, int]:
+def ranks(cells: dict[str, Cell], sanity: tuple[str, ...]) -> dict[str, int]:
     """1 for the best mean, 2 for the second best (ties share a rank); sanity methods unranked."""
-    means = sorted({round(c.mean, 12) for m, c in cells.items() if m not in SANITY_METHODS and c.mean is not None},
+    means = sorted({round(c.mean, 12) for m, c in cells.items() if m not in sanity and c.mean is not None},
                    reverse=True)
     out = {}
     for method, cell in cells.items():
-        if method in SANITY_METHODS or cell.mean is None:
+        if method in sanity or cell.mean is None:
             continue
         position = means.index(round(cell.mean, 12)) + 1
         if position <= 2:
@@ -87,9 +87,10 @@ def paired_p(a: dict[int, float], b: dict[int, float]) -> tuple[float | None, in
     return (p if math.isfinite(p) else None), len(seeds)
 
 
-def compare_to_best_baseline(cells: dict[str, Cell]) -> Comparison:
-    proposed = cells.get(PROPOSED)
-    baselines = {m: c for m, c in cells.items() if m not in SANITY_METHODS and m != PROPOSED and c.mean is not None}
+def compare_to_best_baseline(cells: dict[str, Cell], proposed_method: str, sanity: tuple[str, ...]) -> Comparison:
+    proposed = cells.get(proposed_method)
+    baselines = {m: c for m, c in cells.items()
+                 if m not in sanity and m != proposed_method and c.mean is not None}
     if proposed is None or proposed.mean is None or not baselines:
         return Comparison(None, None, None, 0)
     best = max(baselines, key=lambda m: (baselines[m].mean, -list(baselines).index(m)))

@@ -17,8 +17,6 @@ from fedem.data.dataset import atomic_write_bytes
 from fedem.report import layout
 from fedem.report.collect import OUTSIDE, Collection
 from fedem.report.summary import (
-    PROPOSED,
-    SANITY_METHODS,
     Cell,
     compare_to_best_baseline,
     fmt_mean_std,
@@ -40,12 +38,12 @@ def output_files(config: dict) -> list[str]:
 
 
 def ordered_methods(coll: Collection) -> list[str]:
-    methods = coll.grid["methods"]
-    return [m for m in methods if m not in SANITY_METHODS] + [m for m in methods if m in SANITY_METHODS]
+    methods, sanity = coll.grid["methods"], coll.sanity_methods
+    return [m for m in methods if m not in sanity] + [m for m in methods if m in sanity]
 
 
-def method_label(method: str) -> str:
-    return f"{method} (sanity floor, no learning)" if method in SANITY_METHODS else method
+def method_label(coll: Collection, method: str) -> str:
+    return f"{method} (sanity floor, no learning)" if method in coll.sanity_methods else method
 
 
 def common_warnings(coll: Collection) -> list[str]:
@@ -102,25 +100,26 @@ def main_table(coll: Collection, protocol: str, split: str) -> Table:
     n_grid = len(coll.grid["seeds"])
     cells = {(d, m, meth): Cell(coll.values(protocol, d, meth, ("selected", split, m)))
              for d in datasets for m in metrics for meth in methods}
-    column_ranks = {(d, m): ranks({meth: cells[(d, m, meth)] for meth in methods}) for d in datasets for m in metrics}
-    floors = {(d, m): next((cells[(d, m, s)].mean for s in SANITY_METHODS if s in methods), None)
+    column_ranks = {(d, m): ranks({meth: cells[(d, m, meth)] for meth in methods}, coll.sanity_methods) for d in datasets for m in metrics}
+    floors = {(d, m): next((cells[(d, m, s)].mean for s in coll.sanity_methods if s in methods), None)
               for d in datasets for m in metrics}
     for i, method in enumerate(methods):
-        row: list[Text | str] = [method_label(method)]
+        row: list[Text | str] = [method_label(coll, method)]
         for d in datasets:
             for m in metrics:
                 rank = column_ranks[(d, m)].get(method)
-                text = _cell_text(cells[(d, m, method)], n_grid, floors[(d, m)], method in SANITY_METHODS)
+                text = _cell_text(cells[(d, m, method)], n_grid, floors[(d, m)], method in coll.sanity_methods)
                 row.append(Text(text, bold=rank == 1, underline=rank == 2))
-        first_sanity = method in SANITY_METHODS and (i == 0 or methods[i - 1] not in SANITY_METHODS)
+        first_sanity = method in coll.sanity_methods and (i == 0 or methods[i - 1] not in coll.sanity_methods)
         table.add_row(row, rule_before=first_sanity)
-    if PROPOSED in methods and datasets:
-        comps = {(d, m): compare_to_best_baseline({meth: cells[(d, m, meth)] for meth in methods})
+    if coll.proposed in methods and datasets:
+        comps = {(d, m): compare_to_best_baseline({meth: cells[(d, m, meth)] for meth in methods}, coll.proposed,
+                                                     coll.sanity_methods)
                  for d in datasets for m in metrics}
         if any(c.baseline for c in comps.values()):
             table.add_row(["best other method"] + [comps[(d, m)].baseline or "—" for d in datasets for m in metrics],
                           rule_before=True)
-            table.add_row([f"{PROPOSED} vs it (p)"] + [
+            table.add_row([f"{coll.proposed} vs it (p)"] + [
                 f"{fmt_pct(c.relative, signed=True)} ({fmt_p(c.p_value)})" if c.baseline else "—"
                 for c in (comps[(d, m)] for d in datasets for m in metrics)])
     return table
@@ -143,11 +142,11 @@ def test_selected_table(coll: Collection, protocol: str) -> Table:
     )
     n_grid = len(coll.grid["seeds"])
     for i, method in enumerate(methods):
-        row: list[Text | str] = [method_label(method)]
+        row: list[Text | str] = [method_label(coll, method)]
         for d in datasets:
             row.append(_cell_text(Cell(coll.values(protocol, d, method, ("selected", "test", "hr@10"))), n_grid))
             row.append(_cell_text(Cell(coll.values(protocol, d, method, ("test_selected", "test", "hr@10"))), n_grid))
-        first_sanity = method in SANITY_METHODS and (i == 0 or methods[i - 1] not in SANITY_METHODS)
+        first_sanity = method in coll.sanity_methods and (i == 0 or methods[i - 1] not in coll.sanity_methods)
         table.add_row(row, rule_before=first_sanity)
     return table
 
@@ -179,7 +178,7 @@ def protocol_gap_table(coll: Collection) -> Table:
     n_grid = len(coll.grid["seeds"])
     for d in datasets:
         for j, method in enumerate(methods):
-            row: list[Text | str] = [d if j == 0 else "", method_label(method)]
+            row: list[Text | str] = [d if j == 0 else "", method_label(coll, method)]
             for metric in ("hr@10", "ndcg@10"):
                 ref = Cell(coll.values(REFERENCE, d, method, ("selected", "test", metric)))
                 clean = Cell(coll.values(CLEAN, d, method, ("selected", "test", metric)))
@@ -300,7 +299,7 @@ def provenance_md(coll: Collection) -> str:
             "| Protocol | Method | config_hash | probe run config_hash |", "|:--|:--|:--|:--|"]
     for protocol in grid["protocols"]:
         for method in grid["methods"]:
-            probe = coll.expected.config_hash(protocol, method, probe=True) if method == PROPOSED else "—"
+            probe = coll.expected.config_hash(protocol, method, probe=True) if method in coll.probed_methods else "—"
             out.append(f"| {protocol} | {method} | `{coll.expected.config_hash(protocol, method)}` | "
                        f"{probe if probe == '—' else f'`{probe}`'} |")
     out.append("")
