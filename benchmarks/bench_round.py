@@ -55,27 +55,34 @@ def bench_reference(ds, method, config, clients=60):
     """The authors' per-client loop (one module + torch.optim.Adam per client), one round, on
     `clients` clients; scaled to all clients by their share of the round's samples."""
     sys.path.insert(0, str(REPO / "tests"))
-    from reference import Reference, train_client
-
-    from fedem.training.schedule import make_round_samples
     from fedem.config import run_config
     from fedem.data.negatives import TrainNegativeSampler
     from fedem.training.backbones import init_fcf
+    from fedem.training.schedule import make_round_samples
+
+    from reference import Reference, train_client
 
     rc = run_config(config, "authors", method)
     tr = rc["training"]
     items, user = init_fcf(ds.num_items, tr["latent_dim"], 0)
     neg = TrainNegativeSampler(ds, "unobserved", tr["num_negatives"]).sample(0, 0)
-    samples = make_round_samples(ds.train_indptr, ds.train_items, neg, tr["local_epochs"], tr["batch_size"], 0, 0,
-                                 torch.device("cpu"))
+    samples = make_round_samples(
+        ds.train_indptr, ds.train_items, neg, tr["local_epochs"], tr["batch_size"], 0, 0, torch.device("cpu")
+    )
     picked = torch.arange(0, ds.num_users, max(1, ds.num_users // clients))
     plan = samples.plan(picked)
     ref = Reference("local", ds, rc, 0, items, user)
     start = time.perf_counter()
     for rank, client in enumerate(plan.clients.tolist()):
         ref.models[client].item_embeddings.weight.data.copy_(items)
-        train_client(ref.models[client], plan.client_batches(rank), rc["method"]["optimizer"]["lr"]["embedding"], None,
-                     int(plan.batches_per_epoch[rank]), tr["early_stop_threshold"])
+        train_client(
+            ref.models[client],
+            plan.client_batches(rank),
+            rc["method"]["optimizer"]["lr"]["embedding"],
+            None,
+            int(plan.batches_per_epoch[rank]),
+            tr["early_stop_threshold"],
+        )
     elapsed = time.perf_counter() - start
     share = float(plan.sample_counts.sum()) / float(samples.counts.sum())
     return elapsed / share
@@ -104,14 +111,16 @@ def profile_round(ds, method, config, round_index, top=15):
         def wrapper(self, *args, **kwargs):
             with record_function(f"[fedem] {name}"):
                 return fn(self, *args, **kwargs)
+
         return wrapper
 
     attrs = {name: labelled(name, getattr(base, name)) for name in _SECTIONS if hasattr(base, name)}
 
     def train_round(self, t, samples, negatives):
         if t == round_index:
-            state["profiler"] = profile(activities=[ProfilerActivity.CPU]
-                                        + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else []))
+            state["profiler"] = profile(
+                activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+            )
             state["profiler"].__enter__()
         with record_function("[fedem] train_round"):
             return base.train_round(self, t, samples, negatives)
@@ -140,9 +149,11 @@ def profile_round(ds, method, config, round_index, top=15):
     print(f"  top {top} operators by self CPU time (ms):")
     for e in ops:
         print(f"    {e.key[:58]:<60}{e.self_cpu_time_total / 1e3:>10.1f}  x{e.count}")
-    return {"round": round_index,
-            "sections_ms": {e.key[8:]: e.cpu_time_total / 1e3 for e in sections},
-            "top_ops_self_ms": {e.key: e.self_cpu_time_total / 1e3 for e in ops}}
+    return {
+        "round": round_index,
+        "sections_ms": {e.key[8:]: e.cpu_time_total / 1e3 for e in sections},
+        "top_ops_self_ms": {e.key: e.self_cpu_time_total / 1e3 for e in ops},
+    }
 
 
 def main() -> int:
@@ -151,11 +162,16 @@ def main() -> int:
     parser.add_argument("--methods", nargs="+", default=["fedem", "fedmf", "local", "neg-count"])
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--compare", action="store_true",
-                        help="also time the other training.kernels choices and the per-client loop")
-    parser.add_argument("--kernels", nargs="+", default=["native", "compiled", "eager", "autograd"],
-                        help="with --compare: the training.kernels choices to time besides the config's "
-                             "(autograd = the training layer's generic path, no fast path)")
+    parser.add_argument(
+        "--compare", action="store_true", help="also time the other training.kernels choices and the per-client loop"
+    )
+    parser.add_argument(
+        "--kernels",
+        nargs="+",
+        default=["native", "compiled", "eager", "autograd"],
+        help="with --compare: the training.kernels choices to time besides the config's "
+        "(autograd = the training layer's generic path, no fast path)",
+    )
     parser.add_argument("--profile", type=int, metavar="ROUND", help="profile this round instead of timing")
     parser.add_argument("--json", type=Path, help="write the table as JSON too")
     args = parser.parse_args()
@@ -175,12 +191,24 @@ def main() -> int:
         for method in args.methods:
             if args.profile is not None:
                 print(f"{dataset} {method}")
-                rows.append({"dataset": dataset, "method": method, "device": device,
-                             **profile_round(ds, method, config, args.profile)})
+                rows.append(
+                    {
+                        "dataset": dataset,
+                        "method": method,
+                        "device": device,
+                        **profile_round(ds, method, config, args.profile),
+                    }
+                )
                 continue
             per_round, eval_s = bench_engine(ds, method, config, args.rounds)
-            row = {"dataset": dataset, "method": method, "device": device, "seconds_per_round": per_round,
-                   "eval_seconds_per_round": eval_s, "peak_rss_gb": peak_rss_gb()}
+            row = {
+                "dataset": dataset,
+                "method": method,
+                "device": device,
+                "seconds_per_round": per_round,
+                "eval_seconds_per_round": eval_s,
+                "peak_rss_gb": peak_rss_gb(),
+            }
             if device == "cuda":
                 row["peak_cuda_gb"] = torch.cuda.max_memory_allocated() / 1024**3
             extra = ""
@@ -188,13 +216,18 @@ def main() -> int:
             if args.compare and method in ("fedmf", "local", "fedem"):
                 for other in args.kernels:
                     if other != row["kernels"]:
-                        row[f"{other}_kernels_seconds_per_round"], _ = bench_engine(ds, method, config, args.rounds, other)
+                        row[f"{other}_kernels_seconds_per_round"], _ = bench_engine(
+                            ds, method, config, args.rounds, other
+                        )
                         extra += f"{other} {row[f'{other}_kernels_seconds_per_round']:.2f}s  "
                 if method == "local":
                     row["per_client_loop_seconds_per_round"] = bench_reference(ds, method, config)
                     extra += f"per-client loop {row['per_client_loop_seconds_per_round']:.1f}s"
             rows.append(row)
-            print(f"{dataset:<13}{method:<11}{per_round:>9.3f}{eval_s:>8.3f}{row['peak_rss_gb']:>9.2f}  {extra}", flush=True)
+            print(
+                f"{dataset:<13}{method:<11}{per_round:>9.3f}{eval_s:>8.3f}{row['peak_rss_gb']:>9.2f}  {extra}",
+                flush=True,
+            )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
     return 0

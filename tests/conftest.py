@@ -34,15 +34,16 @@ def synthetic_rows(num_users=24, num_items=60, seed=0, lo=10, hi=26) -> pd.DataF
     for u in range(num_users):
         n = rng.integers(lo, hi)
         items = rng.choice(num_items, size=n, replace=False)
-        for pos, i in enumerate(items):
+        for i in items:
             rows.append((f"u{u}", f"i{i}", float(rng.integers(1, 6)), float(rng.integers(0, 50))))
     return pd.DataFrame(rows, columns=["user", "item", "rating", "timestamp"])
 
 
 @pytest.fixture
 def tiny_dataset():
-    ds = preprocess(synthetic_rows(), dataset="tiny", dedupe=False, min_user_interactions=10,
-                    num_eval_negatives=20, data_seed=0)
+    ds = preprocess(
+        synthetic_rows(), dataset="tiny", dedupe=False, min_user_interactions=10, num_eval_negatives=20, data_seed=0
+    )
     ds.meta["content_hash"] = "tiny"
     return ds
 
@@ -50,8 +51,9 @@ def tiny_dataset():
 def tiny_run_config(method: str, protocol: str = "authors", **training) -> dict:
     cfg = load_config(REPO / "config" / "config.yaml")
     rc = run_config(cfg, protocol, method)
-    rc["training"].update({"rounds": 3, "batch_size": 8, "local_epochs": 3, "device": "cpu",
-                           "full_ranking": True, **training})
+    rc["training"].update(
+        {"rounds": 3, "batch_size": 8, "local_epochs": 3, "device": "cpu", "full_ranking": True, **training}
+    )
     if method == "fedem":
         rc["method"]["agg_clients_ratio"] = 0.25
     return rc

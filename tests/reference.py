@@ -5,14 +5,12 @@ aggregation set with the engine, which is what makes it an independent check of 
 
 from __future__ import annotations
 
-import copy
-
 import cvxpy as cp
 import numpy as np
 import torch
 
-from fedem.training.schedule import build_plan
 from fedem.rng import numpy_rng
+from fedem.training.schedule import build_plan
 
 
 class RefFCF(torch.nn.Module):
@@ -109,13 +107,21 @@ class Reference:
             if g is not None:
                 with torch.no_grad():
                     model.item_embeddings.weight.data = model.merge(model.item_embeddings.weight.data, g)
-            losses[client] = train_client(model, batches, hp["optimizer"]["lr"]["embedding"], hp["optimizer"]["lr"].get("adapter"), bpe,
-                                          tr["early_stop_threshold"], g)
+            losses[client] = train_client(
+                model,
+                batches,
+                hp["optimizer"]["lr"]["embedding"],
+                hp["optimizer"]["lr"].get("adapter"),
+                bpe,
+                tr["early_stop_threshold"],
+                g,
+            )
         counts = plan.sample_counts[torch.argsort(plan.clients)].double()
         if self.method == "fedmf":
             w = counts / counts.sum()
-            self.global_items = sum(w[u] * self.models[u].item_embeddings.weight.data.double()
-                                    for u in range(self.ds.num_users)).float()
+            self.global_items = sum(
+                w[u] * self.models[u].item_embeddings.weight.data.double() for u in range(self.ds.num_users)
+            ).float()
         if self.method == "fedem":
             n_agg = int(self.ds.num_users * hp["agg_clients_ratio"])
             chosen = np.sort(numpy_rng(self.seed, "aggregation-set", t).choice(self.ds.num_users, n_agg, replace=False))

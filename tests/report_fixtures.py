@@ -37,22 +37,48 @@ def _metrics(hr10: float) -> dict:
     return out
 
 
-def make_result(config: dict, key: RunKey, level: float, rounds: int = 5, probe: bool = False,
-                data_hash: str = "0" * 64, code_hash: str | None = None) -> dict:
+def make_result(
+    config: dict,
+    key: RunKey,
+    level: float,
+    rounds: int = 5,
+    probe: bool = False,
+    data_hash: str = "0" * 64,
+    code_hash: str | None = None,
+) -> dict:
     cfg = copy.deepcopy(config)
     if probe:
         cfg["probe"]["enabled"] = True
     rc = run_config(cfg, key.protocol, key.method)
     curve = [level * (t + 1) / rounds for t in range(rounds)]
-    entries = [{"round": t, "train_loss": 0.5 / (t + 1), "val": _metrics(v), "test": _metrics(v * 0.95),
-                "test_full_ranking": _metrics(v * 0.2)} for t, v in enumerate(curve)]
-    return sealed({
-        "schema_version": RESULT_SCHEMA_VERSION, "protocol": key.protocol, "dataset": key.dataset,
-        "method": key.method, "seed": key.seed, "config": rc, "config_hash": config_hash(rc),
-        "data_hash": data_hash, "code_hash": code_hash or training_code_hash(key.method), "code_version": "test",
-        "torch_version": "test", "device": "cpu", "rounds": entries,
-        **selection_blocks(entries, rc["training"]["selection_metric"]),
-    })
+    entries = [
+        {
+            "round": t,
+            "train_loss": 0.5 / (t + 1),
+            "val": _metrics(v),
+            "test": _metrics(v * 0.95),
+            "test_full_ranking": _metrics(v * 0.2),
+        }
+        for t, v in enumerate(curve)
+    ]
+    return sealed(
+        {
+            "schema_version": RESULT_SCHEMA_VERSION,
+            "protocol": key.protocol,
+            "dataset": key.dataset,
+            "method": key.method,
+            "seed": key.seed,
+            "config": rc,
+            "config_hash": config_hash(rc),
+            "data_hash": data_hash,
+            "code_hash": code_hash or training_code_hash(key.method),
+            "code_version": "test",
+            "torch_version": "test",
+            "device": "cpu",
+            "rounds": entries,
+            **selection_blocks(entries, rc["training"]["selection_metric"]),
+        }
+    )
 
 
 def write_json(path: Path, data: dict) -> Path:
@@ -78,7 +104,9 @@ def write_grid_results(results: Path, config: dict, rounds: int = 5) -> list[Pat
             for m in grid["methods"]:
                 for s in grid["seeds"]:
                     key = RunKey(p, d, m, s)
-                    paths.append(write_json(layout.run_path(results, key), make_result(config, key, level_of(key), rounds)))
+                    paths.append(
+                        write_json(layout.run_path(results, key), make_result(config, key, level_of(key), rounds))
+                    )
     return paths
 
 
@@ -90,17 +118,43 @@ def make_probe(key: RunKey, rounds: int = 6, clients: int = 40, seed: int = 0) -
         for u in rng.choice(clients, size=clients // 2, replace=False):
             div = float(rng.gamma(2.0, 0.2) * (1 + t / rounds))
             rank = int(rng.integers(1, 40))
-            ranks = {"local": rank, "aggregated": min(100, rank + int(div * 20 * rng.random())),
-                     "merged": max(1, rank - 1)}
-            local, agg, merged = ({"val_rank": r, "val_hr@10": float(r <= 10), "val_ndcg@10": float(r <= 10) / np.log2(1 + r),
-                                   "train_rank": 1, "train_hr@10": 1.0, "train_ndcg@10": 1.0}
-                                  for r in (ranks["local"], ranks["aggregated"], ranks["merged"]))
+            ranks = {
+                "local": rank,
+                "aggregated": min(100, rank + int(div * 20 * rng.random())),
+                "merged": max(1, rank - 1),
+            }
+            local, agg, merged = (
+                {
+                    "val_rank": r,
+                    "val_hr@10": float(r <= 10),
+                    "val_ndcg@10": float(r <= 10) / np.log2(1 + r),
+                    "train_rank": 1,
+                    "train_hr@10": 1.0,
+                    "train_ndcg@10": 1.0,
+                }
+                for r in (ranks["local"], ranks["aggregated"], ranks["merged"])
+            )
             q = np.sort(rng.random(5))
-            records.append({"round": t, "client": int(u), "data_size": int(sizes[u]), "divergence": div,
-                            "rho_mean": float(q.mean()), "rho_quantiles": [float(x) for x in q],
-                            "local": local, "aggregated": agg, "merged": merged})
-    return {"protocol": key.protocol, "dataset": key.dataset, "method": key.method, "seed": key.seed,
-            "records": records}
+            records.append(
+                {
+                    "round": t,
+                    "client": int(u),
+                    "data_size": int(sizes[u]),
+                    "divergence": div,
+                    "rho_mean": float(q.mean()),
+                    "rho_quantiles": [float(x) for x in q],
+                    "local": local,
+                    "aggregated": agg,
+                    "merged": merged,
+                }
+            )
+    return {
+        "protocol": key.protocol,
+        "dataset": key.dataset,
+        "method": key.method,
+        "seed": key.seed,
+        "records": records,
+    }
 
 
 def write_grid_probes(results: Path, config: dict) -> list[Path]:

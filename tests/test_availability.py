@@ -23,8 +23,9 @@ from conftest import REPO
 def config(tmp_path, monkeypatch):
     monkeypatch.delenv("FEDEM_DATA_MIRROR", raising=False)
     cfg = copy.deepcopy(load_config(REPO / "config" / "config.yaml"))
-    cfg["data"].update(raw_dir=str(tmp_path / "raw"), processed_dir=str(tmp_path / "processed"), mirror=None,
-                       allow_download=False)
+    cfg["data"].update(
+        raw_dir=str(tmp_path / "raw"), processed_dir=str(tmp_path / "processed"), mirror=None, allow_download=False
+    )
     return cfg
 
 

@@ -6,9 +6,8 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
-from fedem.config import load_config, run_config
+from fedem.config import load_config
 from fedem.engine.federation import run_federation
 from fedem.errors import ConfigError, TrainingError
 
@@ -23,8 +22,14 @@ def fedem_cli(*args, env_mirror=None, cwd=REPO, timeout=600):
     env = dict(os.environ, PYTHONFAULTHANDLER="1")
     if env_mirror is not None:
         env["FEDEM_DATA_MIRROR"] = str(env_mirror)
-    with subprocess.Popen([sys.executable, "-m", "fedem", *args], cwd=cwd, env=env, text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+    with subprocess.Popen(
+        [sys.executable, "-m", "fedem", *args],
+        cwd=cwd,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as proc:
         try:
             stdout, stderr = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -67,8 +72,19 @@ def test_cli_unknown_method_and_dataset_list_valid_keys(tmp_path):
     assert "configured: fedem, fedmf, local, neg-count" in r.stderr
     r = fedem_cli("train", "--dataset", "netflix", "--method", "fedem", "--seed", "0", "--out", str(out))
     assert r.returncode == 2 and "netflix" in r.stderr and "ml-100k" in r.stderr and "filmtrust" in r.stderr
-    r = fedem_cli("train", "--dataset", "filmtrust", "--method", "fedem", "--seed", "0", "--out", str(out),
-                  "--set", "methods.fedem.optimizer.lr.adapter=-1")
+    r = fedem_cli(
+        "train",
+        "--dataset",
+        "filmtrust",
+        "--method",
+        "fedem",
+        "--seed",
+        "0",
+        "--out",
+        str(out),
+        "--set",
+        "methods.fedem.optimizer.lr.adapter=-1",
+    )
     assert r.returncode == 2 and "methods.fedem.optimizer.lr.adapter" in r.stderr
     assert not out.exists()
 
@@ -82,10 +98,27 @@ def test_nan_loss_stops_with_round_and_method_named(tiny_dataset):
 
 def test_cli_failed_run_writes_no_result(tmp_path, mirror):
     out = tmp_path / "r.json"
-    r = fedem_cli("train", "--dataset", "filmtrust", "--method", "local", "--seed", "0", "--rounds", "1",
-                  "--set", "methods.local.optimizer.lr.embedding=3.0e+38", "--out", str(out), "--quiet",
-                  "--set", f"data.raw_dir={tmp_path}/raw", "--set", f"data.processed_dir={tmp_path}/p",
-                  env_mirror=mirror)
+    r = fedem_cli(
+        "train",
+        "--dataset",
+        "filmtrust",
+        "--method",
+        "local",
+        "--seed",
+        "0",
+        "--rounds",
+        "1",
+        "--set",
+        "methods.local.optimizer.lr.embedding=3.0e+38",
+        "--out",
+        str(out),
+        "--quiet",
+        "--set",
+        f"data.raw_dir={tmp_path}/raw",
+        "--set",
+        f"data.processed_dir={tmp_path}/p",
+        env_mirror=mirror,
+    )
     assert r.returncode == 2 and "diverged in round 0" in r.stderr, r.stderr
     assert not out.exists() and not list(tmp_path.glob("*.json"))
 
@@ -95,14 +128,46 @@ def test_same_seed_gives_bit_identical_result_file(tmp_path, mirror):
     paths = []
     for name in ("a", "b"):
         out = tmp_path / f"{name}.json"
-        r = fedem_cli("train", "--dataset", "filmtrust", "--method", "fedem", "--seed", "1", "--rounds", "2",
-                      "--out", str(out), "--quiet", "--set", f"data.raw_dir={tmp_path}/raw",
-                      "--set", f"data.processed_dir={tmp_path}/p{name}", env_mirror=mirror)
+        r = fedem_cli(
+            "train",
+            "--dataset",
+            "filmtrust",
+            "--method",
+            "fedem",
+            "--seed",
+            "1",
+            "--rounds",
+            "2",
+            "--out",
+            str(out),
+            "--quiet",
+            "--set",
+            f"data.raw_dir={tmp_path}/raw",
+            "--set",
+            f"data.processed_dir={tmp_path}/p{name}",
+            env_mirror=mirror,
+        )
         assert r.returncode == 0, r.stderr
         paths.append(out)
     assert paths[0].read_bytes() == paths[1].read_bytes()
     other = tmp_path / "c.json"
-    r = fedem_cli("train", "--dataset", "filmtrust", "--method", "fedem", "--seed", "2", "--rounds", "2",
-                  "--out", str(other), "--quiet", "--set", f"data.raw_dir={tmp_path}/raw",
-                  "--set", f"data.processed_dir={tmp_path}/pa", env_mirror=mirror)
+    r = fedem_cli(
+        "train",
+        "--dataset",
+        "filmtrust",
+        "--method",
+        "fedem",
+        "--seed",
+        "2",
+        "--rounds",
+        "2",
+        "--out",
+        str(other),
+        "--quiet",
+        "--set",
+        f"data.raw_dir={tmp_path}/raw",
+        "--set",
+        f"data.processed_dir={tmp_path}/pa",
+        env_mirror=mirror,
+    )
     assert r.returncode == 0 and other.read_bytes() != paths[0].read_bytes()

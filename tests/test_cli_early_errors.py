@@ -44,9 +44,21 @@ def events(monkeypatch, tiny_dataset):
 
 
 def train_argv(tmp_path, *extra, method="fedem"):
-    return ["train", "--dataset", "filmtrust", "--method", method, "--config", str(CONFIG), "--quiet",
-            "--set", "training.device=cpu", *(() if "--out" in extra else ("--out", str(tmp_path / "r.json"))),
-            *(() if "--seed" in extra else ("--seed", "0")), *extra]
+    return [
+        "train",
+        "--dataset",
+        "filmtrust",
+        "--method",
+        method,
+        "--config",
+        str(CONFIG),
+        "--quiet",
+        "--set",
+        "training.device=cpu",
+        *(() if "--out" in extra else ("--out", str(tmp_path / "r.json"))),
+        *(() if "--seed" in extra else ("--seed", "0")),
+        *extra,
+    ]
 
 
 @pytest.mark.parametrize(
@@ -77,16 +89,30 @@ def test_selection_metric_must_be_a_computed_metric():
     assert cfg["training"]["selection_metric"] == "hr@50"
 
 
-@pytest.mark.parametrize("raw,value", [("1e-3", 1e-3), ("1E-3", 1e-3), ("-2.5e+4", -2.5e4), (".5", 0.5),
-                                       ("5.", 5.0), ("1.0e-4", 1e-4), ("+3e2", 300.0)])
+@pytest.mark.parametrize(
+    "raw,value",
+    [("1e-3", 1e-3), ("1E-3", 1e-3), ("-2.5e+4", -2.5e4), (".5", 0.5), ("5.", 5.0), ("1.0e-4", 1e-4), ("+3e2", 300.0)],
+)
 def test_override_floats_as_typed(raw, value):
     parsed = _parse_override(f"methods.fedem.optimizer.lr.embedding={raw}")[1]
     assert type(parsed) is float and parsed == value
     assert load_config(CONFIG, [f"adam.eps={raw.lstrip('-')}"])["adam"]["eps"] == abs(value)
 
 
-@pytest.mark.parametrize("raw,value", [("5", 5), ("-3", -3), ("hr@10", "hr@10"), ("1e", "1e"), ("e5", "e5"),
-                                       ("ml-1m", "ml-1m"), ("1.5.2", "1.5.2"), ("true", True), ("[1e-3, 2]", [1e-3, 2])])
+@pytest.mark.parametrize(
+    "raw,value",
+    [
+        ("5", 5),
+        ("-3", -3),
+        ("hr@10", "hr@10"),
+        ("1e", "1e"),
+        ("e5", "e5"),
+        ("ml-1m", "ml-1m"),
+        ("1.5.2", "1.5.2"),
+        ("true", True),
+        ("[1e-3, 2]", [1e-3, 2]),
+    ],
+)
 def test_override_other_values_keep_their_type(raw, value):
     parsed = _parse_override(f"x.y={raw}")[1]
     assert parsed == value and type(parsed) is type(value)
@@ -103,8 +129,9 @@ def test_config_file_floats_as_typed(tmp_path):
     assert loaded["methods"]["fedem"]["optimizer"]["lr"]["embedding"] == 1e-3
 
 
-@pytest.mark.parametrize("method,kernels", [("fedem", ["fcf_train", "merged_train"]), ("fedmf", ["fcf_train"]),
-                                            ("neg-count", [])])
+@pytest.mark.parametrize(
+    "method,kernels", [("fedem", ["fcf_train", "merged_train"]), ("fedmf", ["fcf_train"]), ("neg-count", [])]
+)
 def test_native_kernels_are_built_before_training(tmp_path, events, method, kernels):
     with pytest.raises(ReachedTraining):
         fedem.cli.main(train_argv(tmp_path, method=method))

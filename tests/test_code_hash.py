@@ -11,9 +11,17 @@ def closure(method):
 
 def test_closure_follows_imports_and_skips_registry_and_report():
     fedem, fedmf = closure("fedem"), closure("fedmf")
-    assert {"methods/adapter.py", "methods/aggregation.py", "numerics/simplex.py", "training/fcf_fast.py",
-            "training/optim.py", "training/schedule.py", "training/trainer.py", "engine/evaluation.py",
-            "metrics.py"} <= fedem
+    assert {
+        "methods/adapter.py",
+        "methods/aggregation.py",
+        "numerics/simplex.py",
+        "training/fcf_fast.py",
+        "training/optim.py",
+        "training/schedule.py",
+        "training/trainer.py",
+        "engine/evaluation.py",
+        "metrics.py",
+    } <= fedem
     assert "methods/adapter.py" not in fedmf and "methods/fedem.py" not in fedmf
     for files in (fedem, fedmf):
         assert not any(f.startswith("report") or f in ("cli.py", "methods/__init__.py") for f in files)
@@ -21,8 +29,12 @@ def test_closure_follows_imports_and_skips_registry_and_report():
 
 def test_closure_holds_the_native_sources_a_method_builds():
     fedem, fedmf = closure("fedem"), closure("fedmf")
-    native = {"numerics/native/__init__.py", "numerics/native/kernels.h", "numerics/native/fcf_train.py",
-              "numerics/native/fcf_train.cpp"}
+    native = {
+        "numerics/native/__init__.py",
+        "numerics/native/kernels.h",
+        "numerics/native/fcf_train.py",
+        "numerics/native/fcf_train.cpp",
+    }
     assert native <= fedmf and native <= fedem
     assert {"numerics/native/merged_train.py", "numerics/native/merged_train.cpp"} <= fedem
     assert not any("merged_train" in f for f in fedmf)

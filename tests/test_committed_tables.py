@@ -23,8 +23,23 @@ TABLES = "paper_tables"
 
 def table_drift(root: Path, scratch: Path) -> tuple[list[str], list[str]]:
     """(tables missing from root/paper_tables, tables that differ from a fresh render of root/results)."""
-    proc = subprocess.run([sys.executable, "-m", "fedem.report", "tables", "--config", "config/config.yaml",
-                           "--results", RESULTS, "--out", str(scratch)], cwd=root, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fedem.report",
+            "tables",
+            "--config",
+            "config/config.yaml",
+            "--results",
+            RESULTS,
+            "--out",
+            str(scratch),
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     expected = sorted(output_files(load_config(root / "config" / "config.yaml")))
     committed = root / TABLES
@@ -65,7 +80,8 @@ def test_readme_results_block_is_rendered_not_typed():
     block = BEGIN + text.split(BEGIN, 1)[1].split(END, 1)[0] + END
     assert block == render(REPO / TABLES, REPO / RESULTS), (
         "README.md's results block differs from the committed tables/timings: run "
-        "`python -m fedem.report readme` (the tables step does it)")
+        "`python -m fedem.report readme` (the tables step does it)"
+    )
 
 
 @pytest.mark.slow

@@ -23,8 +23,14 @@ def config():
 
 def with_variant(config, **block):
     cfg = copy.deepcopy(config)
-    cfg["methods"]["fedem-avg"] = {**copy.deepcopy(cfg["methods"]["fedem"]), "role": "ablation",
-                                   "ablation_of": "fedem", "base": "fedem", "probes": False, **block}
+    cfg["methods"]["fedem-avg"] = {
+        **copy.deepcopy(cfg["methods"]["fedem"]),
+        "role": "ablation",
+        "ablation_of": "fedem",
+        "base": "fedem",
+        "probes": False,
+        **block,
+    }
     return cfg
 
 
@@ -44,7 +50,9 @@ def test_a_variant_is_checked_against_its_base(config):
         validate(with_variant(config, surprise=1))
     cfg = with_variant(config)
     cfg["methods"]["fedem-avg"]["base"] = "fedx"
-    with pytest.raises(ConfigError, match="unknown method 'fedx' \\(its base\\); implemented: fedem, fedmf, local, neg-count"):
+    with pytest.raises(
+        ConfigError, match="unknown method 'fedx' \\(its base\\); implemented: fedem, fedmf, local, neg-count"
+    ):
         validate(cfg)
 
 

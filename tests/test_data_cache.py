@@ -17,8 +17,12 @@ from conftest import REPO
 @pytest.fixture
 def config(tmp_path, mirror):
     cfg = load_config(REPO / "config" / "config.yaml")
-    cfg["data"].update(processed_dir=str(tmp_path / "processed"), raw_dir=str(tmp_path / "raw"),
-                       mirror=str(mirror), allow_download=False)
+    cfg["data"].update(
+        processed_dir=str(tmp_path / "processed"),
+        raw_dir=str(tmp_path / "raw"),
+        mirror=str(mirror),
+        allow_download=False,
+    )
     return cfg
 
 
@@ -50,7 +54,9 @@ def test_an_artifact_made_with_other_settings_is_refused(config):
     dst.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(src, dst)  # a stale or renamed cache file under the name the new settings expect
     shutil.copy(stats_path(src), stats_path(dst))
-    with pytest.raises(DataError, match=r"made with other settings: min_user_interactions=10 \(the config asks for 40\)"):
+    with pytest.raises(
+        DataError, match=r"made with other settings: min_user_interactions=10 \(the config asks for 40\)"
+    ):
         prepare(other, "filmtrust", dedupe=False)
 
 

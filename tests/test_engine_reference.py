@@ -3,14 +3,15 @@
 import pytest
 import torch
 
-from fedem.training.schedule import make_round_samples
 from fedem.data.negatives import TrainNegativeSampler
 from fedem.methods import get_method
-from fedem.methods.base import MethodContext
 from fedem.methods.adapter import init_adapter
+from fedem.methods.base import MethodContext
 from fedem.training.backbones import init_fcf
-from reference import Reference
+from fedem.training.schedule import make_round_samples
+
 from conftest import tiny_run_config
+from reference import Reference
 
 ATOL = 1e-4  # float32 roundoff, amplified by Adam on near-zero gradients (lr 0.1)
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -35,12 +36,24 @@ def test_engine_matches_reference(tiny_dataset, method, threshold, kernels, devi
     merged_rounds = 0
     for t in range(rc["training"]["rounds"]):
         negatives = sampler.sample(seed, t)
-        samples = make_round_samples(ds.train_indptr, ds.train_items, negatives, rc["training"]["local_epochs"],
-                                     rc["training"]["batch_size"], seed, t, torch.device(device))
+        samples = make_round_samples(
+            ds.train_indptr,
+            ds.train_items,
+            negatives,
+            rc["training"]["local_epochs"],
+            rc["training"]["batch_size"],
+            seed,
+            t,
+            torch.device(device),
+        )
         losses = engine.train_round(t, samples, negatives).cpu()
         ref_losses = ref.train_round(t, samples)
-        torch.testing.assert_close(losses, torch.tensor([ref_losses[u] for u in range(ds.num_users)],
-                                                        dtype=torch.float64), atol=ATOL, rtol=1e-4)
+        torch.testing.assert_close(
+            losses,
+            torch.tensor([ref_losses[u] for u in range(ds.num_users)], dtype=torch.float64),
+            atol=ATOL,
+            rtol=1e-4,
+        )
         scores = engine.score(users.to(device), candidates.to(device)).cpu()
         torch.testing.assert_close(scores, ref.scores(candidates), atol=ATOL, rtol=1e-4)
         # the full-ranking path scores the same models (merged ones included)

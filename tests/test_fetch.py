@@ -10,9 +10,9 @@ import os
 import shutil
 import threading
 import zipfile
+from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -266,7 +266,14 @@ def test_offline_without_mirror(tmp_path: Path) -> None:
     with pytest.raises(DatasetUnavailableError) as info:
         ensure_raw(spec, raw_dir, mirror=None, allow_download=False, timeout_s=TIMEOUT_S)
     message = str(info.value)
-    for needed in ("ml-100k", spec.url, "u.data", spec.sha256, "FEDEM_DATA_MIRROR", str(raw_dir / "ml-100k" / "u.data")):
+    for needed in (
+        "ml-100k",
+        spec.url,
+        "u.data",
+        spec.sha256,
+        "FEDEM_DATA_MIRROR",
+        str(raw_dir / "ml-100k" / "u.data"),
+    ):
         assert needed in message
     assert not raw_dir.exists()
 
@@ -352,8 +359,9 @@ def test_cache_wins_over_mirror(tmp_path: Path) -> None:
     bad_mirror = tmp_path / "mirror" / "filmtrust"
     bad_mirror.mkdir(parents=True)
     (bad_mirror / "ratings.txt").write_bytes(b"garbage")
-    path = ensure_raw(DATASETS["filmtrust"], tmp_path / "raw", mirror=tmp_path / "mirror", allow_download=False,
-                      timeout_s=TIMEOUT_S)
+    path = ensure_raw(
+        DATASETS["filmtrust"], tmp_path / "raw", mirror=tmp_path / "mirror", allow_download=False, timeout_s=TIMEOUT_S
+    )
     assert path == cached
 
 

@@ -15,8 +15,7 @@ import fedem.cli
 
 from conftest import REPO
 
-PAPER_TITLE = ("Breaking the Aggregation Bottleneck in Federated Recommendation: "
-               "A Personalized Model Merging Approach")
+PAPER_TITLE = "Breaking the Aggregation Bottleneck in Federated Recommendation: A Personalized Model Merging Approach"
 
 
 def commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -54,7 +53,7 @@ def test_help_advertises_only_commands_that_exist():
 def test_license_is_mit():
     text = (REPO / "LICENSE").read_text()
     assert text.startswith("MIT License") and "Copyright (c) 2026 the fedem-repro authors" in text
-    assert "THE SOFTWARE IS PROVIDED \"AS IS\"" in text
+    assert 'THE SOFTWARE IS PROVIDED "AS IS"' in text
 
 
 def test_citation_cff_parses_with_the_required_keys():

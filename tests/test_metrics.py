@@ -10,12 +10,14 @@ from fedem.metrics import full_ranks, hr_ndcg, sampled_ranks
 
 def test_sampled_ranks_ties_count_against_the_positive():
     pos = torch.tensor([0.9, 0.5, 0.5, 0.1])
-    neg = torch.tensor([
-        [0.1, 0.2, 0.3],  # nothing beats it -> rank 1
-        [0.6, 0.5, 0.4],  # one higher, one tie -> rank 3
-        [0.5, 0.5, 0.5],  # all tie -> rank 4
-        [0.2, 0.3, 0.4],  # all higher -> rank 4
-    ])
+    neg = torch.tensor(
+        [
+            [0.1, 0.2, 0.3],  # nothing beats it -> rank 1
+            [0.6, 0.5, 0.4],  # one higher, one tie -> rank 3
+            [0.5, 0.5, 0.5],  # all tie -> rank 4
+            [0.2, 0.3, 0.4],  # all higher -> rank 4
+        ]
+    )
     assert sampled_ranks(pos, neg).tolist() == [1, 3, 4, 4]
 
 
@@ -37,15 +39,19 @@ def test_hand_table():
 
 
 def test_full_ranking_excludes_train_items_but_never_the_positive():
-    scores = torch.tensor([
-        [0.9, 0.8, 0.7, 0.6, 0.5],
-        [0.1, 0.2, 0.3, 0.4, 0.5],
-    ])
+    scores = torch.tensor(
+        [
+            [0.9, 0.8, 0.7, 0.6, 0.5],
+            [0.1, 0.2, 0.3, 0.4, 0.5],
+        ]
+    )
     pos = torch.tensor([3, 4])
-    excluded = torch.tensor([
-        [True, False, True, False, False],  # items 0 and 2 are train items: only item 1 beats item 3
-        [False, False, False, False, True],  # the positive itself is flagged: still ranked, rank 1
-    ])
+    excluded = torch.tensor(
+        [
+            [True, False, True, False, False],  # items 0 and 2 are train items: only item 1 beats item 3
+            [False, False, False, False, True],  # the positive itself is flagged: still ranked, rank 1
+        ]
+    )
     assert full_ranks(scores, pos, excluded).tolist() == [2, 1]
 
 

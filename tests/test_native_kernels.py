@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from fedem.training.schedule import make_round_samples
 from fedem.data.negatives import TrainNegativeSampler
 from fedem.errors import ConfigError
-from fedem.training.backbones import init_fcf
 from fedem.numerics import native
 from fedem.numerics.native.fcf_train import train_fcf_clients
+from fedem.training.backbones import init_fcf
+from fedem.training.schedule import make_round_samples
 
 from conftest import tiny_run_config
 
@@ -26,8 +26,9 @@ def test_clients_split_over_threads_give_identical_numbers(tiny_dataset):
     tr = rc["training"]
     items, user = init_fcf(ds.num_items, tr["latent_dim"], 0)
     negatives = TrainNegativeSampler(ds, "unobserved", tr["num_negatives"]).sample(0, 0)
-    samples = make_round_samples(ds.train_indptr, ds.train_items, negatives, tr["local_epochs"], tr["batch_size"], 0,
-                                 0, torch.device("cpu"))
+    samples = make_round_samples(
+        ds.train_indptr, ds.train_items, negatives, tr["local_epochs"], tr["batch_size"], 0, 0, torch.device("cpu")
+    )
     plan = samples.plan()
     outputs = []
     threads = torch.get_num_threads()
@@ -84,8 +85,16 @@ def test_a_build_killed_midway_blocks_no_later_build(tmp_path, monkeypatch):
         (build_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
         (build_dir / native._BUILT_MARK).unlink()  # as if the build had never finished
         holder = subprocess.Popen(  # a builder that holds the flock and torch's lock file, then is killed
-            [sys.executable, "-c", KILLED_BUILDER, str(build_dir.parent / f"{build_dir.name}.lock"),
-             str(build_dir / "lock")], stdout=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                "-c",
+                KILLED_BUILDER,
+                str(build_dir.parent / f"{build_dir.name}.lock"),
+                str(build_dir / "lock"),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert holder.stdout.readline().strip() == "building"
         holder.send_signal(signal.SIGKILL)
         holder.wait()

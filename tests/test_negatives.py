@@ -62,8 +62,10 @@ def test_uniform_over_the_pool():
     """One user, 8 train items among 20: each of the 12 pool items is drawn equally often."""
     import pandas as pd
 
-    rows = pd.DataFrame([("a", f"i{k}", 1.0, float(k)) for k in range(10)] + [("b", f"i{k}", 1.0, 0.0) for k in range(10, 20)],
-                        columns=["user", "item", "rating", "timestamp"])
+    rows = pd.DataFrame(
+        [("a", f"i{k}", 1.0, float(k)) for k in range(10)] + [("b", f"i{k}", 1.0, 0.0) for k in range(10, 20)],
+        columns=["user", "item", "rating", "timestamp"],
+    )
     ds = preprocess(rows, dataset="t", dedupe=False, min_user_interactions=10, num_eval_negatives=5, data_seed=0)
     s = TrainNegativeSampler(ds, "non_train", 4)
     counts = np.zeros(ds.num_items)
@@ -86,7 +88,9 @@ def test_unknown_pool_and_too_small_pool(tiny_dataset):
 
 def test_fast_enough_for_lastfm(mirror):
     rows = get_spec("lastfm-2k").parser(mirror / "lastfm-2k" / "user_taggedartists.dat")
-    ds = preprocess(rows, dataset="lastfm-2k", dedupe=False, min_user_interactions=10, num_eval_negatives=99, data_seed=0)
+    ds = preprocess(
+        rows, dataset="lastfm-2k", dedupe=False, min_user_interactions=10, num_eval_negatives=99, data_seed=0
+    )
     s = TrainNegativeSampler(ds, "unobserved", 4)
     s.sample(0, 0)
     start = time.perf_counter()

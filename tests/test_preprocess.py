@@ -5,7 +5,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from fedem.data.dataset import load_dataset, save_dataset
+from fedem.data.dataset import load_dataset
 from fedem.data.preprocess import dataset_stats, preprocess
 from fedem.data.registry import get_spec
 
@@ -32,8 +32,9 @@ _cache = {}
 def build(mirror, key, dedupe, data_seed=0):
     if (key, dedupe, data_seed) not in _cache:
         rows = get_spec(key).parser(mirror / key / get_spec(key).filename)
-        _cache[key, dedupe, data_seed] = preprocess(rows, dataset=key, dedupe=dedupe, min_user_interactions=10,
-                                                    num_eval_negatives=99, data_seed=data_seed)
+        _cache[key, dedupe, data_seed] = preprocess(
+            rows, dataset=key, dedupe=dedupe, min_user_interactions=10, num_eval_negatives=99, data_seed=data_seed
+        )
     return _cache[key, dedupe, data_seed]
 
 
@@ -88,8 +89,9 @@ def test_same_seed_byte_identical_artifact(mirror, tmp_path, monkeypatch):
     from fedem.data.pipeline import artifact_path, prepare
 
     monkeypatch.setenv("FEDEM_DATA_MIRROR", str(mirror))
-    config = load_config(REPO / "config" / "config.yaml",
-                         [f"data.raw_dir={tmp_path}/raw", f"data.processed_dir={tmp_path}/processed"])
+    config = load_config(
+        REPO / "config" / "config.yaml", [f"data.raw_dir={tmp_path}/raw", f"data.processed_dir={tmp_path}/processed"]
+    )
     ds, _ = prepare(config, "ml-100k", dedupe=False)
     path = artifact_path(config, "ml-100k", False)
     first = path.read_bytes()

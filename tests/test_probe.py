@@ -2,13 +2,13 @@
 
 import torch
 
-from fedem.training.schedule import make_round_samples
 from fedem.data.negatives import TrainNegativeSampler
 from fedem.engine.evaluation import Evaluator
 from fedem.engine.federation import run_federation
 from fedem.methods import get_method
 from fedem.methods.base import MethodContext
 from fedem.metrics import sampled_ranks
+from fedem.training.schedule import make_round_samples
 
 from conftest import tiny_run_config
 
@@ -32,8 +32,8 @@ def test_probe_merged_equals_evaluation_and_divergence_is_exact(tiny_dataset):
             u = rec["client"]
             assert rec["merged"]["val_rank"] == int(ranks[u])  # the engine scores S clients merged
             j = clients.tolist().index(u)
-            g, l = method.g_tables[j], method.tables[u]
-            assert abs(rec["divergence"] - float((g - l).norm() / l.norm())) < 1e-5
+            g, local = method.g_tables[j], method.tables[u]
+            assert abs(rec["divergence"] - float((g - local).norm() / local.norm())) < 1e-5
             assert 0 <= rec["rho_quantiles"][0] <= rec["rho_quantiles"][2] <= rec["rho_quantiles"][-1] <= 1
             assert rec["data_size"] == int(ds.train_counts[u])
             for model in ("local", "aggregated", "merged"):

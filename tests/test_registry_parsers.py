@@ -168,17 +168,27 @@ def test_ids_stay_strings(tmp_path: Path) -> None:
 
 # (parser, LF text, expected rows) for every format; each is also checked as CRLF and without final newline.
 FORMATS = {
-    "ml-100k": (parsers.parse_ml100k, "196\t242\t3\t881250949\n186\t302\t3\t891717742\n",
-                [["196", "242", 3.0, 881250949.0], ["186", "302", 3.0, 891717742.0]]),
-    "ml-1m": (parsers.parse_ml1m, "1::1193::5::978300760\n2::661::3::978302109\n",
-              [["1", "1193", 5.0, 978300760.0], ["2", "661", 3.0, 978302109.0]]),
-    "filmtrust": (parsers.parse_filmtrust, "1 1 2\n1 2 4\n",
-                  [["1", "1", 2.0, 0.0], ["1", "2", 4.0, 1.0]]),
-    "lastfm-2k": (parsers.parse_lastfm_tagged,
-                  "userID\tartistID\ttagID\tday\tmonth\tyear\n2\t52\t13\t1\t4\t2009\n2\t63\t14\t15\t12\t2008\n",
-                  [["2", "52", 1.0, 20090401.0], ["2", "63", 1.0, 20081215.0]]),
-    "amazon-video": (parsers.parse_amazon, "AGZ8SM1BGK3CK,B000GFDAUG,5.0,1198195200\nA9,B0,2.0,1281052800\n",
-                     [["AGZ8SM1BGK3CK", "B000GFDAUG", 5.0, 1198195200.0], ["A9", "B0", 2.0, 1281052800.0]]),
+    "ml-100k": (
+        parsers.parse_ml100k,
+        "196\t242\t3\t881250949\n186\t302\t3\t891717742\n",
+        [["196", "242", 3.0, 881250949.0], ["186", "302", 3.0, 891717742.0]],
+    ),
+    "ml-1m": (
+        parsers.parse_ml1m,
+        "1::1193::5::978300760\n2::661::3::978302109\n",
+        [["1", "1193", 5.0, 978300760.0], ["2", "661", 3.0, 978302109.0]],
+    ),
+    "filmtrust": (parsers.parse_filmtrust, "1 1 2\n1 2 4\n", [["1", "1", 2.0, 0.0], ["1", "2", 4.0, 1.0]]),
+    "lastfm-2k": (
+        parsers.parse_lastfm_tagged,
+        "userID\tartistID\ttagID\tday\tmonth\tyear\n2\t52\t13\t1\t4\t2009\n2\t63\t14\t15\t12\t2008\n",
+        [["2", "52", 1.0, 20090401.0], ["2", "63", 1.0, 20081215.0]],
+    ),
+    "amazon-video": (
+        parsers.parse_amazon,
+        "AGZ8SM1BGK3CK,B000GFDAUG,5.0,1198195200\nA9,B0,2.0,1281052800\n",
+        [["AGZ8SM1BGK3CK", "B000GFDAUG", 5.0, 1198195200.0], ["A9", "B0", 2.0, 1281052800.0]],
+    ),
 }
 
 
@@ -221,8 +231,12 @@ def test_lastfm_latin1(tmp_path: Path) -> None:
         ("filmtrust", "1 1 2\n1 2 four\n", 2, "1 2 four"),
         ("filmtrust", "1 1 2\n1  2 4\n", 2, "1  2 4"),  # double space = an empty field
         ("lastfm-2k", "userID\tartistID\ttagID\tday\tmonth\tyear\n2\t52\t13\t1\t4\n", 2, "2\t52\t13\t1\t4"),
-        ("lastfm-2k", "userID\tartistID\ttagID\tday\tmonth\tyear\n2\t52\t13\t1.5\t4\t2009\n", 2,
-         "2\t52\t13\t1.5\t4\t2009"),
+        (
+            "lastfm-2k",
+            "userID\tartistID\ttagID\tday\tmonth\tyear\n2\t52\t13\t1.5\t4\t2009\n",
+            2,
+            "2\t52\t13\t1.5\t4\t2009",
+        ),
         ("lastfm-2k", "user\tartist\n2\t52\t13\t1\t4\t2009\n", 1, "user\tartist"),  # wrong header
         ("amazon-video", "A,B,5.0,1\r\nA,B,,2\r\n", 2, "A,B,,2"),
     ],

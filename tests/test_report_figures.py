@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 
-import yaml
-
 import matplotlib.image as mpimg
 import pytest
+import yaml
 
 from fedem.engine.results import sealed
 from fedem.report import layout, style
@@ -58,8 +57,10 @@ def test_a_full_render_removes_figures_whose_results_are_gone(tmp_path, results,
     mine = out / "notes.txt"  # not a figure name of this package: left alone
     for path in stale + [mine]:
         path.write_text("old")
-    assert main(["figures", "--kind", "convergence", "--config", str(cfg), "--results", str(results),
-                 "--out", str(out)]) == 0
+    assert (
+        main(["figures", "--kind", "convergence", "--config", str(cfg), "--results", str(results), "--out", str(out)])
+        == 0
+    )
     assert all(p.exists() for p in stale)  # a partial render removes nothing
     assert main(["figures", "--config", str(cfg), "--results", str(results), "--out", str(out)]) == 0
     assert not any(p.exists() for p in stale) and mine.exists()
@@ -79,10 +80,42 @@ def test_placeholder_when_a_dataset_has_no_current_results(tmp_path, config):
     out = tmp_path / "figures"
     empty = tmp_path / "results"
     empty.mkdir()
-    assert main(["figures", "--kind", "convergence", "--dataset", "filmtrust", "--config", str(cfg),
-                 "--results", str(empty), "--out", str(out)]) == 0
-    assert main(["figures", "--kind", "probes", "--dataset", "filmtrust", "--config", str(cfg),
-                 "--results", str(empty), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "figures",
+                "--kind",
+                "convergence",
+                "--dataset",
+                "filmtrust",
+                "--config",
+                str(cfg),
+                "--results",
+                str(empty),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "figures",
+                "--kind",
+                "probes",
+                "--dataset",
+                "filmtrust",
+                "--config",
+                str(cfg),
+                "--results",
+                str(empty),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert (out / "convergence_filmtrust.png").is_file() and (out / "probe_rho_filmtrust.png").is_file()
 
 
@@ -90,8 +123,15 @@ def test_probe_frame_flattens_records(results, config):
     frame = probe_frame(collect(results, config), "filmtrust")
     probe = make_probe(RunKey("authors", "filmtrust", "fedem", 0), seed=0)
     assert len(frame) == 2 * len(probe["records"])
-    assert {"divergence", "data_size", "rho_q0", "rho_q4", "local:val_hr@10", "aggregated:val_hr@10",
-            "merged:val_hr@10"} <= set(frame.columns)
+    assert {
+        "divergence",
+        "data_size",
+        "rho_q0",
+        "rho_q4",
+        "local:val_hr@10",
+        "aggregated:val_hr@10",
+        "merged:val_hr@10",
+    } <= set(frame.columns)
     assert frame["round"].min() == 1
 
 
@@ -114,8 +154,14 @@ def test_aggregation_change_is_the_smooth_rank_gain():
     import numpy as np
     import pandas as pd
 
-    frame = pd.DataFrame({"local:val_rank": [1, 3, 50], "aggregated:val_rank": [1, 7, 20],
-                          "local:val_hr@10": [1.0, 1.0, 0.0], "aggregated:val_hr@10": [1.0, 1.0, 0.0]})
+    frame = pd.DataFrame(
+        {
+            "local:val_rank": [1, 3, 50],
+            "aggregated:val_rank": [1, 7, 20],
+            "local:val_hr@10": [1.0, 1.0, 0.0],
+            "aggregated:val_hr@10": [1.0, 1.0, 0.0],
+        }
+    )
     change, label = aggregation_change(frame)
     assert "log2" in label
     assert change.tolist() == pytest.approx([0.0, 1 / np.log2(8) - 1 / np.log2(4), 1 / np.log2(21) - 1 / np.log2(51)])

@@ -55,8 +55,12 @@ def test_main_table_numbers_marks_and_comparison(results, config):
     assert not coll.problems
     table = by_name(coll)["main_authors"]
     assert [c for _, c in table.columns[:3]] == ["Method", "HR@10", "NDCG@10"]
-    hr = [make_result(config, RunKey("authors", "ml-100k", "fedem", s), level_of(RunKey("authors", "ml-100k", "fedem", s)))
-          ["selected"]["test"]["hr@10"] for s in SEEDS]
+    hr = [
+        make_result(
+            config, RunKey("authors", "ml-100k", "fedem", s), level_of(RunKey("authors", "ml-100k", "fedem", s))
+        )["selected"]["test"]["hr@10"]
+        for s in SEEDS
+    ]
     fedem = cells(table, "fedem")[1]
     assert fedem.text == f"{statistics.fmean(hr):.4f} ± {statistics.stdev(hr):.4f}"
     assert fedem.bold and not fedem.underline  # the synthetic levels make fedem best, fedmf second
@@ -154,12 +158,18 @@ def test_protocol_gap_and_test_selected(results, config):
     tables = by_name(collect(results, config))
     gap = tables["protocol_gap"]
     row = next(r for r in gap.rows if r[1].text == "fedem" and r[0].text == "ml-100k")
-    authors = statistics.fmean(make_result(config, RunKey("authors", "ml-100k", "fedem", s),
-                                           level_of(RunKey("authors", "ml-100k", "fedem", s)))["selected"]["test"]["hr@10"]
-                               for s in SEEDS)
-    clean = statistics.fmean(make_result(config, RunKey("clean", "ml-100k", "fedem", s),
-                                         level_of(RunKey("clean", "ml-100k", "fedem", s)))["selected"]["test"]["hr@10"]
-                             for s in SEEDS)
+    authors = statistics.fmean(
+        make_result(
+            config, RunKey("authors", "ml-100k", "fedem", s), level_of(RunKey("authors", "ml-100k", "fedem", s))
+        )["selected"]["test"]["hr@10"]
+        for s in SEEDS
+    )
+    clean = statistics.fmean(
+        make_result(config, RunKey("clean", "ml-100k", "fedem", s), level_of(RunKey("clean", "ml-100k", "fedem", s)))[
+            "selected"
+        ]["test"]["hr@10"]
+        for s in SEEDS
+    )
     assert row[4].text == f"{clean / authors * 100:.1f}%" and row[4].bold
     sel = tables["test_selected_authors"]
     assert sel.columns[2] == ("ml-100k", "test-sel. (leaky)")
@@ -168,10 +178,19 @@ def test_protocol_gap_and_test_selected(results, config):
 
 def test_datasets_table_reads_the_stats_copies(tmp_path, results, config):
     coll = collect(results, config)
-    write_json(layout.data_stats_path(results, "filmtrust", coll.variant("clean", "filmtrust")),
-               {"users": 1002, "items": 2042, "interactions": 33369, "sparsity": 0.9837,
-                "interactions_per_user": {"median": 28.0, "p25": 16.0, "p75": 50.0, "max": 244.0},
-                "val_item_in_train_rate": 0.0, "test_item_in_train_rate": 0.0, "content_hash": "0" * 64})
+    write_json(
+        layout.data_stats_path(results, "filmtrust", coll.variant("clean", "filmtrust")),
+        {
+            "users": 1002,
+            "items": 2042,
+            "interactions": 33369,
+            "sparsity": 0.9837,
+            "interactions_per_user": {"median": 28.0, "p25": 16.0, "p75": 50.0, "max": 244.0},
+            "val_item_in_train_rate": 0.0,
+            "test_item_in_train_rate": 0.0,
+            "content_hash": "0" * 64,
+        },
+    )
     table = by_name(collect(results, config))["datasets"]
     (row,) = table.rows
     assert [c.text for c in row[:5]] == ["filmtrust", "dedupe (clean)", "1,002", "2,042", "33,369"]

@@ -83,6 +83,7 @@ def test_a_test_selected_block_is_rederived_too(results, config):
 
 def test_a_file_without_a_digest_is_not_admitted(results, config):
     edit(results, lambda doc: doc.pop(DIGEST_KEY))
-    problem = next(p for p in collect(results, config).problems if "fedem/seed0.json" in p.path
-                   and "/authors/" in p.path)
+    problem = next(
+        p for p in collect(results, config).problems if "fedem/seed0.json" in p.path and "/authors/" in p.path
+    )
     assert "no content digest" in problem.detail

@@ -10,13 +10,14 @@ from fedem.numerics.simplex import project_rows_to_simplex
 def qp(p, s, alpha):
     x = cp.Variable(len(p))
     cp.Problem(cp.Minimize(cp.sum_squares(x) + (2 * alpha * (-s) - 2 * p) @ x), [x >= 0, cp.sum(x) == 1]).solve(
-        solver=cp.CLARABEL, tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12)
+        solver=cp.CLARABEL, tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12
+    )
     return x.value
 
 
 def test_projection_matches_qp_on_random_instances():
     rng = np.random.default_rng(0)
-    for trial in range(40):
+    for _trial in range(40):
         n = int(rng.integers(2, 30))
         p = rng.dirichlet(np.ones(n))
         sim = rng.uniform(0, 1, size=(n, n))

@@ -75,8 +75,14 @@ def submit(root: Path, tmp_path: Path, *extra: str, timeout: float = 60) -> list
     run_env.pop("SLURM_JOB_ID", None)
     log = tmp_path / "snakemake.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "snakemake", "--workflow-profile", PROFILE, *SMOKE, *extra],
-                                cwd=root, env=run_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "snakemake", "--workflow-profile", PROFILE, *SMOKE, *extra],
+            cwd=root,
+            env=run_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -85,7 +91,9 @@ def submit(root: Path, tmp_path: Path, *extra: str, timeout: float = 60) -> list
                 time.sleep(0.5)  # a submission past the announced batch would show up here
                 break
             if proc.poll() is not None:
-                raise AssertionError(f"snakemake ended ({proc.returncode}) before submitting:\n{log.read_text()[-5000:]}")
+                raise AssertionError(
+                    f"snakemake ended ({proc.returncode}) before submitting:\n{log.read_text()[-5000:]}"
+                )
             time.sleep(0.2)
         else:
             raise AssertionError(f"no complete submission within {timeout} s:\n{log.read_text()[-5000:]}")

@@ -36,8 +36,15 @@ def kill_after_first_train_job_starts(root, settings) -> tuple[bool, str]:
     """Start the smoke run and SIGKILL its whole process group (snakemake and its jobs) once a train
     job runs: the harshest interruption, no handler gets to clean up. Returns (killed, output).
     (A SIGINT, which Snakemake handles itself, once let a run exit 0 in CI.)"""
-    proc = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", CORES, *SMOKE], cwd=root, env=env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "snakemake", "--cores", CORES, *SMOKE],
+        cwd=root,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     train_logs = root / settings["logs_dir"] / "train"
     deadline = time.monotonic() + 300
     killed = False
@@ -75,13 +82,30 @@ def test_smoke_workflow_end_to_end(tmp_path):
     assert not partial_json_files(results)
     assert planned_jobs(snakemake(root, "-n", *SMOKE).stdout) == {}, "the grid is complete: nothing left to do"
 
-    check = subprocess.run([sys.executable, "-m", "fedem.report.check", "--results", str(results),
-                            "--expected", str(EXPECTED), "--config", "config/smoke.yaml"],
-                           cwd=root, env=env(), capture_output=True, text=True)
+    check = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fedem.report.check",
+            "--results",
+            str(results),
+            "--expected",
+            str(EXPECTED),
+            "--config",
+            "config/smoke.yaml",
+        ],
+        cwd=root,
+        env=env(),
+        capture_output=True,
+        text=True,
+    )
     assert check.returncode == 0, check.stdout + check.stderr
 
     tables = root / settings["tables_dir"]
-    assert "Every result file in the grid matches the current training code and config" in (tables / "provenance.md").read_text()
+    assert (
+        "Every result file in the grid matches the current training code and config"
+        in (tables / "provenance.md").read_text()
+    )
     assert "neg-count (sanity floor, no learning)" in (tables / "main_authors.md").read_text()
     figures = root / settings["figures_dir"]
     assert (figures / "convergence_filmtrust.pdf").is_file() and (figures / "probe_models_filmtrust.png").is_file()

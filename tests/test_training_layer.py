@@ -15,7 +15,7 @@ from fedem.engine import federation
 from fedem.methods.adapter import MERGED_STEPS, MergedFCF, adapter_names, init_adapter
 from fedem.methods.base import Method
 from fedem.training.backbone import Backbone, ParamSpec
-from fedem.training.backbones import FCF, ItemLinear, NCF, init_fcf, init_linear_stack
+from fedem.training.backbones import FCF, NCF, ItemLinear, init_fcf, init_linear_stack
 from fedem.training.optim import OptimizerSpec
 from fedem.training.schedule import make_round_samples
 from fedem.training.state import ClientState
@@ -29,8 +29,16 @@ FAST_KERNELS = ["native", "compiled", "eager"]
 
 def round_samples(ds, rc, seed=3, t=0):
     negatives = TrainNegativeSampler(ds, "unobserved", rc["training"]["num_negatives"]).sample(seed, t)
-    return make_round_samples(ds.train_indptr, ds.train_items, negatives, rc["training"]["local_epochs"],
-                              rc["training"]["batch_size"], seed, t, torch.device("cpu"))
+    return make_round_samples(
+        ds.train_indptr,
+        ds.train_items,
+        negatives,
+        rc["training"]["local_epochs"],
+        rc["training"]["batch_size"],
+        seed,
+        t,
+        torch.device("cpu"),
+    )
 
 
 def adam(lrs):
@@ -130,7 +138,11 @@ def test_other_backbones_score_and_train(tiny_dataset, backbone_name):
     items, user = init_fcf(ds.num_items, 16, 3)
     if backbone_name == "ncf":
         backbone = NCF([32, 32, 16, 8, 1])
-        template = {"user": user, "items": items, **dict(zip(backbone.mlp_names, init_linear_stack([32, 32, 16, 8, 1], 3, "mlp")))}
+        template = {
+            "user": user,
+            "items": items,
+            **dict(zip(backbone.mlp_names, init_linear_stack([32, 32, 16, 8, 1], 3, "mlp"))),
+        }
         opt = adam({"embedding": 0.1, "mlp": 0.01})
     else:
         backbone = ItemLinear()
@@ -172,14 +184,22 @@ class Toy(Method):
         super().__init__(ctx)
         items, user = init_fcf(self.num_items, ctx.training["latent_dim"], ctx.seed)
         self.backbone = ToyBackbone()
-        self.state = ClientState.from_template({"user": user, "items": items, "bias": torch.zeros(self.num_items, 1)},
-                                               self.num_users, self.device)
+        self.state = ClientState.from_template(
+            {"user": user, "items": items, "bias": torch.zeros(self.num_items, 1)}, self.num_users, self.device
+        )
 
     def train_round(self, round_index, samples, negatives):
         plan = samples.plan()
         tensors = self.state.for_plan(plan, self.backbone, rows=DENSE)
-        losses = train_clients(self.backbone, plan, tensors, TOY_OPT, self.ctx.training["early_stop_threshold"],
-                               self.ctx.training["kernels"], rows=DENSE)
+        losses = train_clients(
+            self.backbone,
+            plan,
+            tensors,
+            TOY_OPT,
+            self.ctx.training["early_stop_threshold"],
+            self.ctx.training["kernels"],
+            rows=DENSE,
+        )
         self.state.write_back(plan, self.backbone, tensors, rows=DENSE)
         out = torch.empty(self.num_users, dtype=torch.float64)
         out[plan.clients] = losses
@@ -187,8 +207,11 @@ class Toy(Method):
 
     def _logits(self, users, items):
         st = self.state
-        p = {"user": st["user"][users], "items": st["items"][users.unsqueeze(1), items],
-             "bias": st["bias"][users.unsqueeze(1), items]}
+        p = {
+            "user": st["user"][users],
+            "items": st["items"][users.unsqueeze(1), items],
+            "bias": st["bias"][users.unsqueeze(1), items],
+        }
         return self.backbone.logits(p)
 
     def score(self, users, items):
@@ -203,12 +226,23 @@ def toy_reference(ds, rc, seed):
     """One torch model and one torch.optim.SGD (+ ExponentialLR stepped per batch) per client and round."""
     tr = rc["training"]
     items, user = init_fcf(ds.num_items, tr["latent_dim"], seed)
-    models = [{"user": user.clone(), "items": items.clone(), "bias": torch.zeros(ds.num_items, 1)} for _ in range(ds.num_users)]
+    models = [
+        {"user": user.clone(), "items": items.clone(), "bias": torch.zeros(ds.num_items, 1)}
+        for _ in range(ds.num_users)
+    ]
     sampler = TrainNegativeSampler(ds, "unobserved", tr["num_negatives"])
     crit = torch.nn.BCELoss()
     for t in range(tr["rounds"]):
-        samples = make_round_samples(ds.train_indptr, ds.train_items, sampler.sample(seed, t), tr["local_epochs"],
-                                     tr["batch_size"], seed, t, torch.device("cpu"))
+        samples = make_round_samples(
+            ds.train_indptr,
+            ds.train_items,
+            sampler.sample(seed, t),
+            tr["local_epochs"],
+            tr["batch_size"],
+            seed,
+            t,
+            torch.device("cpu"),
+        )
         plan = samples.plan()
         for rank, client in enumerate(plan.clients.tolist()):
             params = {k: v.clone().requires_grad_() for k, v in models[client].items()}

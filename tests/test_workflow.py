@@ -3,8 +3,6 @@ behaviour, config validation. Dry runs only (plus the plotting targets), so each
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import yaml
 
@@ -37,7 +35,7 @@ def commit_smoke_results(root):
     write_grid_results(results, config, rounds=config["training"]["rounds"])
     write_grid_probes(results, config)
     for dataset in config["grid"]["datasets"]:
-        for protocol, spec in config["protocols"].items():
+        for spec in config["protocols"].values():
             variant = artifact_path(config, dataset, spec["dedupe"]).stem
             write_json(layout.data_stats_path(results, dataset, variant), {"content_hash": "0" * 64, "users": 1})
     return results
@@ -91,7 +89,9 @@ def test_full_plan_covers_the_grid(repo_copy):
     planned = planned_jobs(out.stdout)
     config = load_config(repo_copy / "config" / "smoke.yaml")
     grid = config["grid"]
-    assert planned["train"] == len(grid["protocols"]) * len(grid["datasets"]) * len(grid["methods"]) * len(grid["seeds"])
+    assert planned["train"] == len(grid["protocols"]) * len(grid["datasets"]) * len(grid["methods"]) * len(
+        grid["seeds"]
+    )
     assert planned["probe"] == len(grid["protocols"]) * len(grid["probe_datasets"]) * len(grid["probe_seeds"])
     assert {"render_tables", "render_convergence", "render_probe_figures", "render_protocol_gap"} <= set(planned)
 

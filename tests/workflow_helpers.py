@@ -17,8 +17,12 @@ SMOKE = ["--configfile", "config/smoke.yaml", "config/smoke_workflow.yaml"]
 
 def tracked_files() -> list[str]:
     """Files a commit of the working tree would hold: tracked, plus untracked files git does not ignore."""
-    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO,
-                         capture_output=True, check=True).stdout.decode()
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
     return [f for f in out.split("\0") if f and (REPO / f).is_file()]
 
 
@@ -42,18 +46,28 @@ def env(mirror: Path | str | None = "default") -> dict:
 def snakemake(cwd: Path, *args: str, mirror="default", timeout: int = 300, check: bool = True):
     """Run Snakemake; past `timeout` its whole process group (its jobs too) is killed. Killing only
     Snakemake would leave its jobs holding the output pipes open, and the wait for them never ends."""
-    with subprocess.Popen([sys.executable, "-m", "snakemake", *args], cwd=cwd, env=env(mirror), text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True) as popen:
+    with subprocess.Popen(
+        [sys.executable, "-m", "snakemake", *args],
+        cwd=cwd,
+        env=env(mirror),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    ) as popen:
         try:
             stdout, stderr = popen.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(popen.pid, signal.SIGKILL)
             stdout, stderr = popen.communicate()
-            raise AssertionError(f"snakemake {' '.join(args)} ran past {timeout} s and was killed:\n"
-                                 f"{stdout[-4000:]}\n{stderr[-4000:]}") from None
+            raise AssertionError(
+                f"snakemake {' '.join(args)} ran past {timeout} s and was killed:\n{stdout[-4000:]}\n{stderr[-4000:]}"
+            ) from None
     proc = subprocess.CompletedProcess(popen.args, popen.returncode, stdout, stderr)
     if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
     return proc
 
 

@@ -20,16 +20,30 @@ log = logging.getLogger("fedem")
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default="config/config.yaml", help="config file (default: %(default)s)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set training.rounds=5 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set training.rounds=5 (repeatable)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fedem", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"%(prog)s {fedem.__version__}",
-                        help="print the package version and exit")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{prepare,train}",
-                                help="what to do (`fedem COMMAND --help` lists its options)")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"%(prog)s {fedem.__version__}",
+        help="print the package version and exit",
+    )
+    sub = parser.add_subparsers(
+        dest="command",
+        required=True,
+        metavar="{prepare,train}",
+        help="what to do (`fedem COMMAND --help` lists its options)",
+    )
 
     prep = sub.add_parser("prepare", help="fetch, verify and preprocess a dataset; print its stats")
     prep.add_argument("dataset", help="a dataset key, e.g. ml-100k or filmtrust (an unknown key lists the valid ones)")
@@ -38,11 +52,20 @@ def build_parser() -> argparse.ArgumentParser:
     _common(prep)
 
     train = sub.add_parser("train", help="train and evaluate one (dataset, method, protocol, seed)")
-    train.add_argument("--dataset", required=True, help="a dataset key, e.g. ml-100k or filmtrust (an unknown key lists the valid ones)")
-    train.add_argument("--method", required=True, help="a method key, e.g. fedem or fedmf (an unknown key lists the valid ones)")
+    train.add_argument(
+        "--dataset",
+        required=True,
+        help="a dataset key, e.g. ml-100k or filmtrust (an unknown key lists the valid ones)",
+    )
+    train.add_argument(
+        "--method", required=True, help="a method key, e.g. fedem or fedmf (an unknown key lists the valid ones)"
+    )
     train.add_argument("--seed", type=int, required=True, help="training seed, an integer >= 0")
-    train.add_argument("--protocol", default="authors",
-                       help="a key of `protocols` in the config, e.g. authors or clean (default: %(default)s)")
+    train.add_argument(
+        "--protocol",
+        default="authors",
+        help="a key of `protocols` in the config, e.g. authors or clean (default: %(default)s)",
+    )
     train.add_argument("--rounds", type=int, help="shortcut for --set training.rounds=N")
     train.add_argument("--probe-out", type=Path, help="also record aggregation-bottleneck probes here")
     train.add_argument("--out", type=Path, required=True, help="result JSON path (written atomically)")
@@ -74,7 +97,9 @@ def _check_train_args(args) -> None:
         outputs.append(("--probe-out", args.probe_out))
     for flag, path in outputs:
         if path.is_dir():
-            raise ConfigError(f"{flag} {path} is a directory: give the path of the file to write, e.g. {path / 'r.json'}")
+            raise ConfigError(
+                f"{flag} {path} is a directory: give the path of the file to write, e.g. {path / 'r.json'}"
+            )
         blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
         if blocking is not None:
             raise ConfigError(f"{flag} {path}: {blocking} is a file, not a directory")
@@ -134,14 +159,18 @@ def cmd_train(args) -> int:
         "python": platform.python_version(),
     }
     if args.probe_out is not None:
-        probe = {k: result[k] for k in ("protocol", "dataset", "method", "seed", "config_hash", "data_hash", "code_hash")}
+        probe = {
+            k: result[k] for k in ("protocol", "dataset", "method", "seed", "config_hash", "data_hash", "code_hash")
+        }
         probe["rho_quantile_levels"] = [0.05, 0.25, 0.5, 0.75, 0.95]
         probe["records"] = probe_records
         write_probe(args.probe_out, probe)
     write_result(args.out, result, timing)
     sel = result["selected"]
-    print(f"{args.method} on {args.dataset} ({args.protocol}, seed {args.seed}): best-validation round "
-          f"{sel['round']}: test HR@10 {sel['test']['hr@10']:.4f} NDCG@10 {sel['test']['ndcg@10']:.4f} -> {args.out}")
+    print(
+        f"{args.method} on {args.dataset} ({args.protocol}, seed {args.seed}): best-validation round "
+        f"{sel['round']}: test HR@10 {sel['test']['hr@10']:.4f} NDCG@10 {sel['test']['ndcg@10']:.4f} -> {args.out}"
+    )
     return 0
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import jsonschema
 import yaml
@@ -73,14 +74,18 @@ def validate(config: dict, source: str = "config") -> dict:
     for key, block in config["methods"].items():
         base = block.get("base", key)
         if base not in bases:
-            raise ConfigError(f"invalid config in {source} at 'methods.{key}': unknown method '{base}'"
-                              f"{' (its base)' if base != key else ''}; implemented: {', '.join(sorted(bases))}"
-                              f"{'' if 'base' in block else '; a variant names its implementation with base: <method>'}")
+            raise ConfigError(
+                f"invalid config in {source} at 'methods.{key}': unknown method '{base}'"
+                f"{' (its base)' if base != key else ''}; implemented: {', '.join(sorted(bases))}"
+                f"{'' if 'base' in block else '; a variant names its implementation with base: <method>'}"
+            )
         sub = {"$defs": schema["$defs"], "$ref": f"#/$defs/method/{base}"}
         _raise_first(jsonschema.Draft202012Validator(sub).iter_errors(block), source, ("methods", key))
         if block.get("role") == "ablation" and block.get("ablation_of") not in config["methods"]:
-            raise ConfigError(f"invalid config in {source} at 'methods.{key}.ablation_of': an ablation names the "
-                              f"method it ablates, one of {', '.join(sorted(config['methods']))}")
+            raise ConfigError(
+                f"invalid config in {source} at 'methods.{key}.ablation_of': an ablation names the "
+                f"method it ablates, one of {', '.join(sorted(config['methods']))}"
+            )
     _check_selection_metric(config["training"], source)
     return config
 
@@ -150,9 +155,7 @@ def _read_with_inherits(path: Path, seen: tuple = ()) -> dict:
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> dict:
     path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
     if not path.is_file():
-        raise ConfigError(
-            f"config file '{path}' not found: run from the repository root or pass --config PATH"
-        )
+        raise ConfigError(f"config file '{path}' not found: run from the repository root or pass --config PATH")
     config = _read_with_inherits(path)
     config = apply_overrides(config, overrides)
     return validate(config, str(path))
@@ -162,9 +165,7 @@ def run_config(config: dict, protocol: str, method: str) -> dict:
     """The resolved hyper-parameters of one run: what its result file records. The method's `training`
     overrides are merged into the shared training block; its presentation keys are left out."""
     if protocol not in config["protocols"]:
-        raise ConfigError(
-            f"unknown protocol '{protocol}'; valid: {', '.join(sorted(config['protocols']))}"
-        )
+        raise ConfigError(f"unknown protocol '{protocol}'; valid: {', '.join(sorted(config['protocols']))}")
     if method not in config["methods"]:
         raise ConfigError(
             f"method '{method}' has no block under 'methods' in the config; "

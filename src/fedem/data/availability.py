@@ -92,7 +92,9 @@ def check_dataset(
     mirror = resolve_mirror(data["mirror"])
     if mirror is not None and (mirror / spec.key / spec.filename).is_file():
         return Availability(dataset, True, "mirror", f"mirror file {mirror / spec.key / spec.filename}")
-    tried.append("no offline mirror is set" if mirror is None else f"the mirror {mirror} has no {spec.key}/{spec.filename}")
+    tried.append(
+        "no offline mirror is set" if mirror is None else f"the mirror {mirror} has no {spec.key}/{spec.filename}"
+    )
 
     if data["allow_download"]:
         ok, why = url_answers(spec.url, head_timeout_s)

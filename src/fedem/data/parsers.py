@@ -40,9 +40,7 @@ class _Format:
     multi_sep: str | None = None  # a multi-character separator, rewritten to `sep` before parsing
 
 
-_ML100K = _Format(
-    "ml-100k u.data", "\t", ("user", "item", "rating", "timestamp"), numeric=("rating", "timestamp")
-)
+_ML100K = _Format("ml-100k u.data", "\t", ("user", "item", "rating", "timestamp"), numeric=("rating", "timestamp"))
 _ML1M = _Format(
     "ml-1m ratings.dat",
     "\t",
@@ -114,7 +112,7 @@ def _read_table(path: Path, fmt: _Format) -> tuple[pd.DataFrame, dict[str, np.nd
         header = text[: match.start()] if match else text
         if tuple(header.split(fmt.sep)) != fmt.header:
             raise _bad_line(path, 1, f"expected the header {fmt.sep.join(fmt.header)!r}", header)
-        text = text[match.end():] if match else ""
+        text = text[match.end() :] if match else ""
         first_line = 2
     body = text.replace(fmt.multi_sep, fmt.sep) if fmt.multi_sep else text
     if not body.strip():

@@ -24,15 +24,21 @@ SHAPING_KEYS = ("data_seed", "min_user_interactions", "num_eval_negatives")
 def artifact_settings(config: dict, dataset: str, dedupe: bool) -> dict:
     """What an artifact of (dataset, dedupe) must record in its meta under this config."""
     data = config["data"]
-    return {"dataset": dataset, "dedupe": dedupe, **{k: data[k] for k in SHAPING_KEYS},
-            "preprocess_version": PREPROCESS_VERSION}
+    return {
+        "dataset": dataset,
+        "dedupe": dedupe,
+        **{k: data[k] for k in SHAPING_KEYS},
+        "preprocess_version": PREPROCESS_VERSION,
+    }
 
 
 def variant_name(config: dict, dedupe: bool) -> str:
     """e.g. `dups-seed0-min10-neg99-v1`: one name per combination of shaping settings."""
     data = config["data"]
-    return (f"{'dedupe' if dedupe else 'dups'}-seed{data['data_seed']}-min{data['min_user_interactions']}"
-            f"-neg{data['num_eval_negatives']}-v{PREPROCESS_VERSION}")
+    return (
+        f"{'dedupe' if dedupe else 'dups'}-seed{data['data_seed']}-min{data['min_user_interactions']}"
+        f"-neg{data['num_eval_negatives']}-v{PREPROCESS_VERSION}"
+    )
 
 
 def artifact_path(config: dict, dataset: str, dedupe: bool) -> Path:
@@ -75,8 +81,10 @@ def prepare(config: dict, dataset: str, dedupe: bool, force: bool = False) -> tu
         check_artifact(ds, out, want)
         stats = json.loads(stats_path(out).read_text())
         if stats.get("content_hash") != ds.content_hash:
-            raise DataError(f"'{stats_path(out)}' does not describe '{out}' (content hash differs); run "
-                            f"`python -m fedem prepare {dataset}{' --dedupe' if dedupe else ''} --force`")
+            raise DataError(
+                f"'{stats_path(out)}' does not describe '{out}' (content hash differs); run "
+                f"`python -m fedem prepare {dataset}{' --dedupe' if dedupe else ''} --force`"
+            )
         return ds, stats
     start = time.perf_counter()
     raw = raw_file(config, dataset)

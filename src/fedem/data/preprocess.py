@@ -42,7 +42,7 @@ def preprocess(
     df = df.sort_values(["u", "timestamp", "row_order"], kind="stable")
     users = df["u"].to_numpy()
     items = df["i"].to_numpy()
-    num_users, num_items = len(user_ids), len(item_ids)
+    num_users = len(user_ids)
     per_user = np.bincount(users, minlength=num_users)
     ends = np.cumsum(per_user)
     test_items = items[ends - 1]

@@ -1,15 +1,15 @@
 """The datasets the package knows: canonical source, checksums, raw file and parser of each.
 
-Checksums come from ../shared/datasets/SOURCES.md (each one cross-checked there against public
-quotes). ``sha256`` is that of the raw rating file; ``git_blob`` (what ``git hash-object FILE``
+Checksums are those recorded with the genuine copies of the offline dataset mirror (each one
+cross-checked against public quotes; docs/PROTOCOL.md §1 lists them). ``sha256`` is that of the raw rating file; ``git_blob`` (what ``git hash-object FILE``
 prints) is an alternative check for files whose sha256 nobody has published (ml-1m).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
@@ -125,6 +125,4 @@ def get_spec(key: str) -> DatasetSpec:
     try:
         return DATASETS[key]
     except KeyError:
-        raise DataError(
-            f"unknown dataset '{key}'; valid datasets: {', '.join(sorted(DATASETS))}"
-        ) from None
+        raise DataError(f"unknown dataset '{key}'; valid datasets: {', '.join(sorted(DATASETS))}") from None

@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 from tqdm import tqdm
 
-from fedem.training.schedule import make_round_samples
 from fedem.data.dataset import FederatedDataset
 from fedem.data.negatives import TrainNegativeSampler
 from fedem.engine.evaluation import Evaluator
@@ -18,6 +17,7 @@ from fedem.engine.selection import selection_blocks
 from fedem.errors import ConfigError, TrainingError
 from fedem.methods import get_method
 from fedem.methods.base import Method, MethodContext
+from fedem.training.schedule import make_round_samples
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +72,9 @@ def run_federation(
         negatives = sampler.sample(seed, t)
         if not needs_samples:
             return negatives, None
-        samples = make_round_samples(dataset.train_indptr, dataset.train_items, negatives, tr["local_epochs"],
-                                     tr["batch_size"], seed, t, device)
+        samples = make_round_samples(
+            dataset.train_indptr, dataset.train_items, negatives, tr["local_epochs"], tr["batch_size"], seed, t, device
+        )
         method.prefetch(t, samples)
         return negatives, samples
 

@@ -95,15 +95,20 @@ def code_version() -> str:
     try:
         out = subprocess.run(
             ["git", "describe", "--always", "--dirty", "--abbrev=12"],
-            cwd=_PACKAGE_DIR, capture_output=True, text=True, timeout=10, check=True,
+            cwd=_PACKAGE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         )
         return f"{fedem.__version__}+git.{out.stdout.strip()}"
     except (OSError, subprocess.SubprocessError):
         return fedem.__version__
 
 
-def provenance(protocol: str, dataset: str, method: str, seed: int, run_config: dict, data_hash: str,
-               code_hash: str) -> dict:
+def provenance(
+    protocol: str, dataset: str, method: str, seed: int, run_config: dict, data_hash: str, code_hash: str
+) -> dict:
     """code_hash: training_code_hash() taken when the run started (the code that made the numbers)."""
     import torch
 
@@ -138,8 +143,10 @@ def digest_problem(document: dict) -> str | None:
     if DIGEST_KEY not in document:
         return "it carries no content digest (not written by `fedem train`, or by older code)"
     if document[DIGEST_KEY] != content_digest(document):
-        return ("its content does not match its content digest: the file was edited after training; "
-                "rerun the run to restore it")
+        return (
+            "its content does not match its content digest: the file was edited after training; "
+            "rerun the run to restore it"
+        )
     return None
 
 

@@ -30,11 +30,15 @@ def get_method(key: str):
     module = importlib.import_module(module_name(key))
     from fedem.methods.base import Method
 
-    found = [obj for obj in vars(module).values()
-             if isinstance(obj, type) and issubclass(obj, Method) and getattr(obj, "name", None) == key]
+    found = [
+        obj
+        for obj in vars(module).values()
+        if isinstance(obj, type) and issubclass(obj, Method) and getattr(obj, "name", None) == key
+    ]
     if len(found) != 1:
-        raise ConfigError(f"module {module.__name__} must define exactly one Method with name '{key}' "
-                          f"(found {len(found)})")
+        raise ConfigError(
+            f"module {module.__name__} must define exactly one Method with name '{key}' (found {len(found)})"
+        )
     return found[0]
 
 

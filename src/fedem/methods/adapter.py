@@ -102,17 +102,25 @@ class MergedFCF(Backbone):
 
     def __init__(self, layers: list[int]):
         self.adapter_names = adapter_names(layers)
-        self.specs = (ParamSpec("user"), ParamSpec("items", item_rows=True, shared=True),
-                      ParamSpec("global_items", item_rows=True, lr_group=None),
-                      *(ParamSpec(n, lr_group="adapter") for n in self.adapter_names))
+        self.specs = (
+            ParamSpec("user"),
+            ParamSpec("items", item_rows=True, shared=True),
+            ParamSpec("global_items", item_rows=True, lr_group=None),
+            *(ParamSpec(n, lr_group="adapter") for n in self.adapter_names),
+        )
 
     def logits(self, p):
         merged, _ = merge([p[n] for n in self.adapter_names], p["items"], p["global_items"])
         return torch.bmm(merged, p["user"].unsqueeze(2)).squeeze(2)
 
     def fast_path(self, kernels, device, optimizer, rows, step_groups):
-        simple = (optimizer.name == "adam" and rows == "pool" and not any(optimizer.weight_decay.values())
-                  and optimizer.step_decay == 1.0 and tuple(step_groups) == MERGED_STEPS)
+        simple = (
+            optimizer.name == "adam"
+            and rows == "pool"
+            and not any(optimizer.weight_decay.values())
+            and optimizer.step_decay == 1.0
+            and tuple(step_groups) == MERGED_STEPS
+        )
         if kernels == "autograd" or not simple:
             return None
         names = self.adapter_names
@@ -124,16 +132,36 @@ class MergedFCF(Backbone):
             if kernels == "native" and device.type == "cpu":
                 from fedem.numerics.native.merged_train import train_merged_clients
 
-                return train_merged_clients(plan, tensors["items"], tensors["global_items"], tensors["user"], adapter,
-                                            lr_e, lr_a, adam, threshold)
-            return train_merged_closed_form(plan, tensors["items"], tensors["global_items"], tensors["user"], adapter,
-                                            lr_e, lr_a, adam, threshold, compiled=kernels != "eager")
+                return train_merged_clients(
+                    plan,
+                    tensors["items"],
+                    tensors["global_items"],
+                    tensors["user"],
+                    adapter,
+                    lr_e,
+                    lr_a,
+                    adam,
+                    threshold,
+                )
+            return train_merged_closed_form(
+                plan,
+                tensors["items"],
+                tensors["global_items"],
+                tensors["user"],
+                adapter,
+                lr_e,
+                lr_a,
+                adam,
+                threshold,
+                compiled=kernels != "eager",
+            )
 
         return fast
 
 
-def train_merged_closed_form(plan, pool_l, pool_g, users, adapter, lr_embedding, lr_adapter, adam, threshold,
-                             compiled: bool) -> torch.Tensor:
+def train_merged_closed_form(
+    plan, pool_l, pool_g, users, adapter, lr_embedding, lr_adapter, adam, threshold, compiled: bool
+) -> torch.Tensor:
     """The lockstep torch path of the merged clients' local training, gradients in closed form."""
     from fedem.numerics.compiled import index_add_rows, maybe_compiled
 
@@ -157,14 +185,16 @@ def train_merged_closed_form(plan, pool_l, pool_g, users, adapter, lr_embedding,
         batch_args = (batch.labels, batch.valid, batch.count)
         # (a) one Adam step on the adapter only
         l_rows = pool_l.index_select(0, rows).view(ck, -1, d)
-        _, grads = merged_forward_backward([p[:ck] for p in adapter], l_rows, g_rows, users[:ck], *batch_args,
-                                           want="adapter")
+        _, grads = merged_forward_backward(
+            [p[:ck] for p in adapter], l_rows, g_rows, users[:ck], *batch_args, want="adapter"
+        )
         for buf, grad in zip(adapter_opt.grads, grads):
             buf[:ck].copy_(grad)
         adapter_opt.step(k + 1, ck, mask)
         # (b) a fresh forward with the updated adapter; one Adam step on (p_u, L_u)
         loss, (grad_rows, grad_user) = merged_forward_backward(
-            [p[:ck] for p in adapter], l_rows, g_rows, users[:ck], *batch_args, want="embeddings")
+            [p[:ck] for p in adapter], l_rows, g_rows, users[:ck], *batch_args, want="embeddings"
+        )
         add_rows(grad_pool[:rk], rows, grad_rows.reshape(-1, d))
         user_opt.grads[0][:ck].copy_(grad_user)
         user_opt.step(k + 1, ck, mask)

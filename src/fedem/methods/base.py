@@ -13,9 +13,9 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from fedem.data.dataset import FederatedDataset
 from fedem.training.optim import OptimizerSpec
 from fedem.training.schedule import RoundSamples
-from fedem.data.dataset import FederatedDataset
 
 
 @dataclass

@@ -100,8 +100,15 @@ class FedEM(PerClientTables):
         g_rows = g_pos[owners] * self.num_items + plan.pool_items.to(self.device)
         tensors = self.state.for_plan(plan, self.merged_backbone)
         tensors["global_items"] = self.g_tables.view(-1, self.g_tables.shape[-1]).index_select(0, g_rows)
-        losses = train_clients(self.merged_backbone, plan, tensors, self.optimizer, tr["early_stop_threshold"],
-                               tr["kernels"], step_groups=MERGED_STEPS)
+        losses = train_clients(
+            self.merged_backbone,
+            plan,
+            tensors,
+            self.optimizer,
+            tr["early_stop_threshold"],
+            tr["kernels"],
+            step_groups=MERGED_STEPS,
+        )
         self.state.write_back(plan, self.merged_backbone, tensors)
         out = torch.empty(len(clients), dtype=torch.float64, device=self.device)
         out[g_pos[ranked]] = losses
@@ -168,12 +175,14 @@ class FedEM(PerClientTables):
         aggregated = self.g_tables
         with torch.no_grad():
             merged, rho = merge([p[clients] for p in self.adapter], local, aggregated)
-        divergence = torch.linalg.vector_norm(aggregated - local, dim=(1, 2)) / torch.linalg.vector_norm(local, dim=(1, 2))
+        divergence = torch.linalg.vector_norm(aggregated - local, dim=(1, 2)) / torch.linalg.vector_norm(
+            local, dim=(1, 2)
+        )
         rho = rho.squeeze(-1)
         quantiles = torch.quantile(rho, torch.tensor([0.05, 0.25, 0.5, 0.75, 0.95], device=rho.device), dim=1).T
         user = self.user_emb[clients]
         ranks = {}
-        for split, (users, candidates) in probe_items.items():
+        for split, (_users, candidates) in probe_items.items():
             cand = candidates[clients]
             for name, table in (("local", local), ("aggregated", aggregated), ("merged", merged)):
                 rows = table[torch.arange(len(clients), device=self.device).unsqueeze(1), cand]

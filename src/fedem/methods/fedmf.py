@@ -34,8 +34,14 @@ class FedMF(Method):
         pool_items = plan.pool_items.to(self.device)
         received = self.item_table[pool_items]  # each client's copy of the rows it will touch
         tensors = {**self.state.for_plan(plan, self.backbone), "items": received.clone()}
-        losses = train_clients(self.backbone, plan, tensors, self.optimizer, self.ctx.training["early_stop_threshold"],
-                               self.ctx.training["kernels"])
+        losses = train_clients(
+            self.backbone,
+            plan,
+            tensors,
+            self.optimizer,
+            self.ctx.training["early_stop_threshold"],
+            self.ctx.training["kernels"],
+        )
         self.state.write_back(plan, self.backbone, {"user": tensors["user"]})
         fedavg_rows(self.item_table, plan, tensors["items"], received)
         out = torch.empty(self.num_users, dtype=torch.float64, device=self.device)

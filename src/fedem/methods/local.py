@@ -37,8 +37,14 @@ class PerClientTables(Method):
             return out
         plan = samples.plan(clients)
         tensors = self.state.for_plan(plan, self.backbone)
-        losses = train_clients(self.backbone, plan, tensors, self.optimizer, self.ctx.training["early_stop_threshold"],
-                               self.ctx.training["kernels"])
+        losses = train_clients(
+            self.backbone,
+            plan,
+            tensors,
+            self.optimizer,
+            self.ctx.training["early_stop_threshold"],
+            self.ctx.training["kernels"],
+        )
         self.state.write_back(plan, self.backbone, tensors)
         out[plan.clients.to(self.device)] = losses
         return out

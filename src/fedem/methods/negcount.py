@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fedem.training.schedule import RoundSamples
 from fedem.methods.base import Method, MethodContext
+from fedem.training.schedule import RoundSamples
 
 
 class NegCount(Method):

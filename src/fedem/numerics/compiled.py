@@ -7,7 +7,8 @@ lockstep schedule shrinks every step, and one symbolic-shape graph serves all of
 
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 

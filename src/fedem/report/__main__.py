@@ -28,8 +28,12 @@ def build_parser() -> argparse.ArgumentParser:
     fig = sub.add_parser("figures", help="figures (.pdf/.png)")
     _common(fig)
     fig.add_argument("--kind", choices=FIGURE_KINDS, default="all")
-    fig.add_argument("--dataset", action="append", default=[],
-                     help="dataset(s) to plot (default: every grid dataset with current results)")
+    fig.add_argument(
+        "--dataset",
+        action="append",
+        default=[],
+        help="dataset(s) to plot (default: every grid dataset with current results)",
+    )
     rd = sub.add_parser("readme", help="re-render README.md's results block from the tables and timings")
     rd.add_argument("--readme", type=Path, default=Path("README.md"))
     rd.add_argument("--tables", type=Path, default=Path("paper_tables"))
@@ -86,8 +90,11 @@ def figure_files(out_dir) -> list[Path]:
     out = Path(out_dir)
     if not out.is_dir():
         return []
-    stems = (layout.convergence_figure("*"), layout.PROTOCOL_GAP_FIGURE,
-             *(layout.probe_figure(kind, "*") for kind in layout.PROBE_FIGURE_KINDS))
+    stems = (
+        layout.convergence_figure("*"),
+        layout.PROTOCOL_GAP_FIGURE,
+        *(layout.probe_figure(kind, "*") for kind in layout.PROBE_FIGURE_KINDS),
+    )
     return [p for stem in stems for suffix in layout.FIGURE_SUFFIXES for p in out.glob(f"{stem}{suffix}")]
 
 
@@ -110,7 +117,9 @@ def cmd_copy_stats(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"tables": cmd_tables, "figures": cmd_figures, "copy-stats": cmd_copy_stats, "readme": cmd_readme}[args.command](args)
+        return {"tables": cmd_tables, "figures": cmd_figures, "copy-stats": cmd_copy_stats, "readme": cmd_readme}[
+            args.command
+        ](args)
     except FedemError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -14,9 +14,9 @@ from pathlib import Path
 from fedem.config import methods_with_role, probed_methods
 from fedem.data.pipeline import artifact_path
 from fedem.data.registry import DATASETS
+from fedem.engine.results import RESULT_SCHEMA_VERSION, digest_problem
 from fedem.report import layout
 from fedem.report.layout import RunKey
-from fedem.engine.results import RESULT_SCHEMA_VERSION, digest_problem
 from fedem.report.provenance import Expected, check_result, expected_for, integrity_problem
 
 STALE = "stale"
@@ -40,7 +40,9 @@ class Collection:
     probes: dict[RunKey, dict] = field(default_factory=dict)  # current probe files in the grid
     data_stats: dict[tuple[str, str], dict] = field(default_factory=dict)  # (dataset, variant) -> stats
     problems: list[Problem] = field(default_factory=list)
-    files_of: dict[str, set[str]] = field(default_factory=lambda: {"runs": set(), "probes": set()})  # datasets with any file
+    files_of: dict[str, set[str]] = field(
+        default_factory=lambda: {"runs": set(), "probes": set()}
+    )  # datasets with any file
 
     @property
     def grid(self) -> dict:
@@ -108,8 +110,11 @@ class Collection:
             if dataset in present:
                 continue
             n_bad = sum(1 for p in excluded if f"/{layout.RUNS}/" in f"/{p.path}" and f"/{dataset}/" in p.path)
-            detail = (f"all {n_bad} of its result files are stale or invalid (excluded; see provenance.md)" if n_bad
-                      else "no result file in the results folder")
+            detail = (
+                f"all {n_bad} of its result files are stale or invalid (excluded; see provenance.md)"
+                if n_bad
+                else "no result file in the results folder"
+            )
             out.append({"dataset": dataset, "detail": detail})
         return out
 
@@ -128,7 +133,7 @@ def _split_stats_name(stem: str) -> tuple[str, str]:
     """`ml-100k-dups-seed0-v1` -> (`ml-100k`, `dups-seed0-v1`): dataset keys may contain dashes."""
     for known in sorted(DATASETS, key=len, reverse=True):
         if stem.startswith(known + "-"):
-            return known, stem[len(known) + 1:]
+            return known, stem[len(known) + 1 :]
     dataset, _, variant = stem.partition("-")
     return dataset, variant
 
@@ -136,10 +141,18 @@ def _split_stats_name(stem: str) -> tuple[str, str]:
 def _in_grid(coll_config: dict, key: RunKey, probe: bool) -> bool:
     grid = coll_config["grid"]
     if probe:
-        return (key.protocol in grid["protocols"] and key.dataset in grid["probe_datasets"]
-                and key.method in probed_methods(coll_config) and key.seed in grid["probe_seeds"])
-    return (key.protocol in grid["protocols"] and key.dataset in grid["datasets"]
-            and key.method in grid["methods"] and key.seed in grid["seeds"])
+        return (
+            key.protocol in grid["protocols"]
+            and key.dataset in grid["probe_datasets"]
+            and key.method in probed_methods(coll_config)
+            and key.seed in grid["probe_seeds"]
+        )
+    return (
+        key.protocol in grid["protocols"]
+        and key.dataset in grid["datasets"]
+        and key.method in grid["methods"]
+        and key.seed in grid["seeds"]
+    )
 
 
 def _identity_mismatch(result: dict, key: RunKey) -> str | None:

@@ -15,13 +15,13 @@ from fedem.report.collect import Collection
 from fedem.report.summary import Cell, survival
 from fedem.report.tables import CLEAN, REFERENCE, ordered_methods
 
-
 convergence_name = layout.convergence_figure
 PROTOCOL_GAP = layout.PROTOCOL_GAP_FIGURE
 
 
-def curve(coll: Collection, protocol: str, dataset: str, method: str, split: str = "val",
-          metric: str = "hr@10") -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+def curve(
+    coll: Collection, protocol: str, dataset: str, method: str, split: str = "val", metric: str = "hr@10"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Rounds, mean and std over seeds of `split` `metric` per round (seeds truncated to a common length)."""
     series = [
         [entry[split][metric] for entry in result["rounds"]]
@@ -90,21 +90,35 @@ def plot_protocol_gap(coll: Collection, out_dir: str | Path) -> list[Path]:
         return style.save(fig, Path(out_dir) / PROTOCOL_GAP)
     colors = style.PROTOCOL_COLORS
     y = np.arange(len(rows))[::-1]
-    for yi, (dataset, method, ref, clean, kept) in zip(y, rows):
+    for yi, (_dataset, _method, ref, clean, kept) in zip(y, rows):
         if ref is not None and clean is not None:
             ax.plot([ref, clean], [yi, yi], color="0.6", linewidth=0.8, zorder=1)
         if ref is not None:
             ax.scatter([ref], [yi], s=14, facecolors="white", edgecolors=[colors[REFERENCE]], linewidths=0.9, zorder=2)
         if clean is not None:
             ax.scatter([clean], [yi], s=14, color=[colors[CLEAN]], zorder=3)
-        ax.annotate("—" if kept is None else f"{kept * 100:.0f}%", xy=(1.0, yi), xycoords=("axes fraction", "data"),
-                    xytext=(3, 0), textcoords="offset points", va="center", fontsize=5.5)
+        ax.annotate(
+            "—" if kept is None else f"{kept * 100:.0f}%",
+            xy=(1.0, yi),
+            xycoords=("axes fraction", "data"),
+            xytext=(3, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=5.5,
+        )
     ax.set_yticks(y, [f"{d}  {m}" for d, m, *_ in rows])
     ax.set_xlim(0, 1.0)
     ax.set_ylim(-0.7, len(rows) - 0.3)
     ax.set_xlabel("test HR@10 (best-validation round)")
-    ax.annotate("kept", xy=(1.0, 1.0), xycoords="axes fraction", xytext=(3, 2), textcoords="offset points",
-                fontsize=5.5, va="bottom")
+    ax.annotate(
+        "kept",
+        xy=(1.0, 1.0),
+        xycoords="axes fraction",
+        xytext=(3, 2),
+        textcoords="offset points",
+        fontsize=5.5,
+        va="bottom",
+    )
     boundaries = [i for i in range(1, len(rows)) if rows[i][0] != rows[i - 1][0]]
     for b in boundaries:
         ax.axhline(y[b] + 0.5, color="0.8", linewidth=0.5)

@@ -39,9 +39,15 @@ def probe_frame(coll: Collection, dataset: str) -> pd.DataFrame:
         if key.dataset != dataset:
             continue
         for rec in probe["records"]:
-            row = {"protocol": key.protocol, "seed": key.seed, "round": rec.get("round"),
-                   "client": rec.get("client"), "data_size": rec.get("data_size"),
-                   "divergence": rec.get("divergence"), "rho_mean": rec.get("rho_mean")}
+            row = {
+                "protocol": key.protocol,
+                "seed": key.seed,
+                "round": rec.get("round"),
+                "client": rec.get("client"),
+                "data_size": rec.get("data_size"),
+                "divergence": rec.get("divergence"),
+                "rho_mean": rec.get("rho_mean"),
+            }
             quantiles = rec.get("rho_quantiles") or [None] * 5
             for i, q in enumerate(quantiles[:5]):
                 row[f"rho_q{i}"] = q
@@ -151,23 +157,34 @@ def aggregation_change(frame: pd.DataFrame) -> tuple[pd.Series, str]:
         change = rank_gain(frame["aggregated:val_rank"]) - rank_gain(frame["local:val_rank"])
         return change, "Δ 1/log2(1+val rank)\n(aggregated − local)"
     change = frame.get(f"aggregated:{METRIC}", pd.Series(np.nan, index=frame.index)) - frame.get(
-        f"local:{METRIC}", pd.Series(np.nan, index=frame.index))
+        f"local:{METRIC}", pd.Series(np.nan, index=frame.index)
+    )
     return change, "Δ val HR@10\n(aggregated − local)"
 
 
 def plot_change(coll: Collection, frame: pd.DataFrame, dataset: str, out_dir: Path) -> list[Path]:
     fig, axes = style.figure(rows=2)
     change, ylabel = aggregation_change(frame)
-    for ax, column, label in ((axes[0, 0], "divergence", "divergence (binned)"),
-                              (axes[1, 0], "data_size", "client train interactions (binned)")):
+    for ax, column, label in (
+        (axes[0, 0], "divergence", "divergence (binned)"),
+        (axes[1, 0], "data_size", "client train interactions (binned)"),
+    ):
         for protocol in _protocols(coll, frame):
             mask = frame["protocol"] == protocol
             b = binned(frame.loc[mask, column], change[mask])
             if b.empty:
                 continue
             color = style.PROTOCOL_COLORS.get(protocol)
-            ax.errorbar(b["x"], b["mean"], yerr=b["half"], color=color, marker="o", capsize=1.5,
-                        elinewidth=0.7, label=f"{protocol} protocol")
+            ax.errorbar(
+                b["x"],
+                b["mean"],
+                yerr=b["half"],
+                color=color,
+                marker="o",
+                capsize=1.5,
+                elinewidth=0.7,
+                label=f"{protocol} protocol",
+            )
         ax.axhline(0, color="0.3", linewidth=0.6, dashes=(3, 2))
         ax.set_xlabel(label)
         ax.set_ylabel(ylabel)
@@ -193,10 +210,10 @@ def plot_rho(coll: Collection, frame: pd.DataFrame, dataset: str, out_dir: Path)
             continue
         q = part.groupby("round")[[f"rho_q{i}" for i in range(5)] + ["rho_mean"]].mean()
         color = style.PROTOCOL_COLORS.get(protocol)
-        ax.fill_between(q.index, q["rho_q0"], q["rho_q4"], color=color, alpha=0.15, linewidth=0,
-                        label="outer quantiles")
-        ax.fill_between(q.index, q["rho_q1"], q["rho_q3"], color=color, alpha=0.3, linewidth=0,
-                        label="inner quantiles")
+        ax.fill_between(
+            q.index, q["rho_q0"], q["rho_q4"], color=color, alpha=0.15, linewidth=0, label="outer quantiles"
+        )
+        ax.fill_between(q.index, q["rho_q1"], q["rho_q3"], color=color, alpha=0.3, linewidth=0, label="inner quantiles")
         ax.plot(q.index, q["rho_q2"], color=color, label="median")
         ax.plot(q.index, q["rho_mean"], color="0.2", dashes=(2, 1), linewidth=0.8, label="mean")
         ax.set_title(f"{dataset}, {protocol} protocol")

@@ -14,8 +14,20 @@ from fedem.config import base_of, run_config
 from fedem.engine.results import RESULT_SCHEMA_VERSION, config_hash, digest_problem, training_code_hash
 from fedem.engine.selection import selection_blocks
 
-REQUIRED_KEYS = ("schema_version", "protocol", "dataset", "method", "seed", "config", "config_hash",
-                 "code_hash", "data_hash", "rounds", "selected", "test_selected")
+REQUIRED_KEYS = (
+    "schema_version",
+    "protocol",
+    "dataset",
+    "method",
+    "seed",
+    "config",
+    "config_hash",
+    "code_hash",
+    "data_hash",
+    "rounds",
+    "selected",
+    "test_selected",
+)
 
 
 @dataclass(frozen=True)
@@ -93,8 +105,9 @@ class Verdict:
     reasons: list[str] = field(default_factory=list)
 
 
-def check_result(result: dict, expected: Expected, protocol: str, method: str,
-                 probe: bool = False, data_hash: str | None = None) -> Verdict:
+def check_result(
+    result: dict, expected: Expected, protocol: str, method: str, probe: bool = False, data_hash: str | None = None
+) -> Verdict:
     """Compare one loaded result with what the current code and config would write.
 
     `data_hash`, when known (from the dataset's stats copy), is checked too."""

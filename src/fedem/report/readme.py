@@ -26,8 +26,10 @@ def grid_timing(results: Path) -> str:
         machines.add(timing.get("machine", "?"))
     if not walls:
         return "No runs yet."
-    return (f"{len(walls)} runs, {sum(walls) / 3600:.1f} h of single-job wall time in total "
-            f"(median {statistics.median(walls) / 60:.1f} min per run; machine: {', '.join(sorted(machines))}).")
+    return (
+        f"{len(walls)} runs, {sum(walls) / 3600:.1f} h of single-job wall time in total "
+        f"(median {statistics.median(walls) / 60:.1f} min per run; machine: {', '.join(sorted(machines))})."
+    )
 
 
 def render(tables: Path, results: Path) -> str:

@@ -54,8 +54,9 @@ def fmt_pct(x: float | None, signed: bool = False) -> str:
 
 def ranks(cells: dict[str, Cell], sanity: tuple[str, ...]) -> dict[str, int]:
     """1 for the best mean, 2 for the second best (ties share a rank); sanity methods unranked."""
-    means = sorted({round(c.mean, 12) for m, c in cells.items() if m not in sanity and c.mean is not None},
-                   reverse=True)
+    means = sorted(
+        {round(c.mean, 12) for m, c in cells.items() if m not in sanity and c.mean is not None}, reverse=True
+    )
     out = {}
     for method, cell in cells.items():
         if method in sanity or cell.mean is None:
@@ -89,8 +90,7 @@ def paired_p(a: dict[int, float], b: dict[int, float]) -> tuple[float | None, in
 
 def compare_to_best_baseline(cells: dict[str, Cell], proposed_method: str, sanity: tuple[str, ...]) -> Comparison:
     proposed = cells.get(proposed_method)
-    baselines = {m: c for m, c in cells.items()
-                 if m not in sanity and m != proposed_method and c.mean is not None}
+    baselines = {m: c for m, c in cells.items() if m not in sanity and m != proposed_method and c.mean is not None}
     if proposed is None or proposed.mean is None or not baselines:
         return Comparison(None, None, None, 0)
     best = max(baselines, key=lambda m: (baselines[m].mean, -list(baselines).index(m)))

@@ -71,10 +71,29 @@ def to_markdown(table: Table) -> str:
 
 
 _TEX_ESCAPES = {
-    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-    "±": r"$\pm$", "—": "---", "–": "--", "†": r"$^\dagger$", "<": r"$<$", ">": r"$>$", "−": "$-$",
-    "×": r"$\times$", "ρ": r"$\rho$", "…": r"\ldots{}", "§": r"\S{}", "≤": r"$\leq$", "≥": r"$\geq$",
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "±": r"$\pm$",
+    "—": "---",
+    "–": "--",
+    "†": r"$^\dagger$",
+    "<": r"$<$",
+    ">": r"$>$",
+    "−": "$-$",
+    "×": r"$\times$",
+    "ρ": r"$\rho$",
+    "…": r"\ldots{}",
+    "§": r"\S{}",
+    "≤": r"$\leq$",
+    "≥": r"$\geq$",
     "Δ": r"$\Delta$",
 }
 
@@ -107,17 +126,23 @@ def to_latex(table: Table) -> str:
     out = [f"% {GENERATED}"]
     out += [f"% WARNING: {w}" for w in table.warnings]
     caption = " ".join([table.title + ".", table.caption] + [f"Warning: {w}" for w in table.warnings])
-    out += [r"\begin{table}[t]", r"  \centering", r"  \small",
-            rf"  \caption{{{tex_escape(caption)}}}", rf"  \label{{tab:{table.name.replace('_', '-')}}}",
-            r"  \begin{tabular}{" + "l" * table.label_columns + "r" * (len(table.columns) - table.label_columns) + "}",
-            r"    \toprule"]
+    out += [
+        r"\begin{table}[t]",
+        r"  \centering",
+        r"  \small",
+        rf"  \caption{{{tex_escape(caption)}}}",
+        rf"  \label{{tab:{table.name.replace('_', '-')}}}",
+        r"  \begin{tabular}{" + "l" * table.label_columns + "r" * (len(table.columns) - table.label_columns) + "}",
+        r"    \toprule",
+    ]
     groups = _groups(table.columns)
     if any(g for g, _, _ in groups):
         heads, rules = [], []
         for group, first, last in groups:
             width = last - first + 1
-            heads.append(rf"\multicolumn{{{width}}}{{c}}{{{tex_escape(group)}}}" if group and width > 1
-                         else tex_escape(group))
+            heads.append(
+                rf"\multicolumn{{{width}}}{{c}}{{{tex_escape(group)}}}" if group and width > 1 else tex_escape(group)
+            )
             if group:
                 rules.append(rf"\cmidrule(lr){{{first}-{last}}}")
         out.append("    " + " & ".join(heads) + r" \\")

@@ -28,7 +28,10 @@ from fedem.report.summary import (
 from fedem.report.tablefmt import GENERATED, Table, Text, write_table
 
 METRIC_LABEL = {"hr@10": "HR@10", "ndcg@10": "NDCG@10"}
-SPLIT_LABEL = {"test": "sampled (1 held-out item + 99 negatives)", "test_full_ranking": "full ranking (all non-train items)"}
+SPLIT_LABEL = {
+    "test": "sampled (1 held-out item + 99 negatives)",
+    "test_full_ranking": "full ranking (all non-train items)",
+}
 REFERENCE, CLEAN = "authors", "clean"
 
 
@@ -50,8 +53,10 @@ def common_warnings(coll: Collection) -> list[str]:
     out = []
     excluded = coll.excluded()
     if excluded:
-        out.append(f"{len(excluded)} result file(s) are stale or invalid and are EXCLUDED from this table "
-                   f"(produced by other code or config than the current one); see provenance.md.")
+        out.append(
+            f"{len(excluded)} result file(s) are stale or invalid and are EXCLUDED from this table "
+            f"(produced by other code or config than the current one); see provenance.md."
+        )
     for entry in coll.left_out():
         out.append(f"dataset {entry['dataset']} is left out: {entry['detail']}.")
     return out
@@ -61,8 +66,10 @@ def _seed_note(coll: Collection) -> str:
     seeds = coll.grid["seeds"]
     if len(seeds) == 1:
         return f"One training seed ({seeds[0]}): no std."
-    return (f"Mean ± sample std over training seeds {', '.join(map(str, seeds))}; "
-            f"a cell computed from fewer seeds says n=….")
+    return (
+        f"Mean ± sample std over training seeds {', '.join(map(str, seeds))}; "
+        f"a cell computed from fewer seeds says n=…."
+    )
 
 
 def _cell_text(cell: Cell, n_grid: int, floor: float | None = None, sanity: bool = False) -> str:
@@ -98,11 +105,22 @@ def main_table(coll: Collection, protocol: str, split: str) -> Table:
     if not datasets:
         table.notes.append("No current result file for this protocol: nothing to show.")
     n_grid = len(coll.grid["seeds"])
-    cells = {(d, m, meth): Cell(coll.values(protocol, d, meth, ("selected", split, m)))
-             for d in datasets for m in metrics for meth in methods}
-    column_ranks = {(d, m): ranks({meth: cells[(d, m, meth)] for meth in methods}, coll.sanity_methods) for d in datasets for m in metrics}
-    floors = {(d, m): next((cells[(d, m, s)].mean for s in coll.sanity_methods if s in methods), None)
-              for d in datasets for m in metrics}
+    cells = {
+        (d, m, meth): Cell(coll.values(protocol, d, meth, ("selected", split, m)))
+        for d in datasets
+        for m in metrics
+        for meth in methods
+    }
+    column_ranks = {
+        (d, m): ranks({meth: cells[(d, m, meth)] for meth in methods}, coll.sanity_methods)
+        for d in datasets
+        for m in metrics
+    }
+    floors = {
+        (d, m): next((cells[(d, m, s)].mean for s in coll.sanity_methods if s in methods), None)
+        for d in datasets
+        for m in metrics
+    }
     for i, method in enumerate(methods):
         row: list[Text | str] = [method_label(coll, method)]
         for d in datasets:
@@ -113,15 +131,25 @@ def main_table(coll: Collection, protocol: str, split: str) -> Table:
         first_sanity = method in coll.sanity_methods and (i == 0 or methods[i - 1] not in coll.sanity_methods)
         table.add_row(row, rule_before=first_sanity)
     if coll.proposed in methods and datasets:
-        comps = {(d, m): compare_to_best_baseline({meth: cells[(d, m, meth)] for meth in methods}, coll.proposed,
-                                                     coll.sanity_methods)
-                 for d in datasets for m in metrics}
+        comps = {
+            (d, m): compare_to_best_baseline(
+                {meth: cells[(d, m, meth)] for meth in methods}, coll.proposed, coll.sanity_methods
+            )
+            for d in datasets
+            for m in metrics
+        }
         if any(c.baseline for c in comps.values()):
-            table.add_row(["best other method"] + [comps[(d, m)].baseline or "—" for d in datasets for m in metrics],
-                          rule_before=True)
-            table.add_row([f"{coll.proposed} vs it (p)"] + [
-                f"{fmt_pct(c.relative, signed=True)} ({fmt_p(c.p_value)})" if c.baseline else "—"
-                for c in (comps[(d, m)] for d in datasets for m in metrics)])
+            table.add_row(
+                ["best other method"] + [comps[(d, m)].baseline or "—" for d in datasets for m in metrics],
+                rule_before=True,
+            )
+            table.add_row(
+                [f"{coll.proposed} vs it (p)"]
+                + [
+                    f"{fmt_pct(c.relative, signed=True)} ({fmt_p(c.p_value)})" if c.baseline else "—"
+                    for c in (comps[(d, m)] for d in datasets for m in metrics)
+                ]
+            )
     return table
 
 
@@ -164,10 +192,17 @@ def protocol_gap_table(coll: Collection) -> Table:
             "authors. The last column is the clean protocol's full-ranking HR@10. "
             f"{_seed_note(coll)}"
         ),
-        columns=[("", "Dataset"), ("", "Method"),
-                 ("HR@10", REFERENCE), ("HR@10", CLEAN), ("HR@10", "kept"),
-                 ("NDCG@10", REFERENCE), ("NDCG@10", CLEAN), ("NDCG@10", "kept"),
-                 ("full ranking", "clean HR@10")],
+        columns=[
+            ("", "Dataset"),
+            ("", "Method"),
+            ("HR@10", REFERENCE),
+            ("HR@10", CLEAN),
+            ("HR@10", "kept"),
+            ("NDCG@10", REFERENCE),
+            ("NDCG@10", CLEAN),
+            ("NDCG@10", "kept"),
+            ("full ranking", "clean HR@10"),
+        ],
         warnings=common_warnings(coll),
         label_columns=2,
     )
@@ -184,7 +219,9 @@ def protocol_gap_table(coll: Collection) -> Table:
                 clean = Cell(coll.values(CLEAN, d, method, ("selected", "test", metric)))
                 kept = survival(ref, clean)
                 row += [_cell_text(ref, n_grid), _cell_text(clean, n_grid), Text(fmt_pct(kept), bold=kept is not None)]
-            row.append(_cell_text(Cell(coll.values(CLEAN, d, method, ("selected", "test_full_ranking", "hr@10"))), n_grid))
+            row.append(
+                _cell_text(Cell(coll.values(CLEAN, d, method, ("selected", "test_full_ranking", "hr@10"))), n_grid)
+            )
             table.add_row(row, rule_before=j == 0)
     return table
 
@@ -208,9 +245,18 @@ def datasets_table(coll: Collection) -> Table:
             "the whole history (median [p25, p75]). The last two columns are the share of users whose "
             "validation/test item also occurs in their train list (a leave-one-out leak when above 0)."
         ),
-        columns=[("", "Dataset"), ("", "Variant"), ("", "Users"), ("", "Items"), ("", "Interactions"),
-                 ("", "Sparsity"), ("interactions/user", "median [p25, p75]"), ("interactions/user", "max"),
-                 ("item in train", "val"), ("item in train", "test")],
+        columns=[
+            ("", "Dataset"),
+            ("", "Variant"),
+            ("", "Users"),
+            ("", "Items"),
+            ("", "Interactions"),
+            ("", "Sparsity"),
+            ("interactions/user", "median [p25, p75]"),
+            ("interactions/user", "max"),
+            ("item in train", "val"),
+            ("item in train", "test"),
+        ],
         warnings=[w for w in common_warnings(coll) if "left out" in w],
         label_columns=2,
     )
@@ -219,26 +265,52 @@ def datasets_table(coll: Collection) -> Table:
         variants = {}
         for protocol in coll.grid["protocols"]:
             variants.setdefault(coll.variant(protocol, d), []).append(protocol)
-        for j, (variant, protocols) in enumerate(variants.items()):
+        for variant, protocols in variants.items():
             stats = coll.data_stats.get((d, variant))
             if stats is None:
                 continue
             ipu = stats.get("interactions_per_user", {})
-            table.add_row([
-                d, f"{variant.split('-')[0]} ({', '.join(protocols)})", _int(stats.get("users")),
-                _int(stats.get("items")), _int(stats.get("interactions")), _pct(stats.get("sparsity"), 2),
-                f"{ipu.get('median', 0):g} [{ipu.get('p25', 0):g}, {ipu.get('p75', 0):g}]" if ipu else "—",
-                _int(ipu.get("max")), _pct(stats.get("val_item_in_train_rate")),
-                _pct(stats.get("test_item_in_train_rate"))])
+            table.add_row(
+                [
+                    d,
+                    f"{variant.split('-')[0]} ({', '.join(protocols)})",
+                    _int(stats.get("users")),
+                    _int(stats.get("items")),
+                    _int(stats.get("interactions")),
+                    _pct(stats.get("sparsity"), 2),
+                    f"{ipu.get('median', 0):g} [{ipu.get('p25', 0):g}, {ipu.get('p75', 0):g}]" if ipu else "—",
+                    _int(ipu.get("max")),
+                    _pct(stats.get("val_item_in_train_rate")),
+                    _pct(stats.get("test_item_in_train_rate")),
+                ]
+            )
     if not table.rows:
         table.notes.append("No dataset statistics under the results folder (results/data_stats/).")
     return table
 
 
-RUN_COLUMNS = ("protocol", "dataset", "method", "seed", "selected_round", "val_hr@10", "test_hr@5", "test_ndcg@5",
-               "test_hr@10", "test_ndcg@10", "test_hr@20", "test_ndcg@20", "full_hr@10", "full_ndcg@10",
-               "test_selected_round", "test_selected_hr@10", "test_selected_ndcg@10", "config_hash", "code_hash",
-               "data_hash")
+RUN_COLUMNS = (
+    "protocol",
+    "dataset",
+    "method",
+    "seed",
+    "selected_round",
+    "val_hr@10",
+    "test_hr@5",
+    "test_ndcg@5",
+    "test_hr@10",
+    "test_ndcg@10",
+    "test_hr@20",
+    "test_ndcg@20",
+    "full_hr@10",
+    "full_ndcg@10",
+    "test_selected_round",
+    "test_selected_hr@10",
+    "test_selected_ndcg@10",
+    "config_hash",
+    "code_hash",
+    "data_hash",
+)
 
 
 def all_runs_csv(coll: Collection) -> str:
@@ -253,11 +325,25 @@ def all_runs_csv(coll: Collection) -> str:
         def num(x):
             return "" if x is None else repr(float(x))
 
-        writer.writerow([key.protocol, key.dataset, key.method, key.seed, sel["round"], num(sel["val"].get("hr@10")),
-                         *(num(sel["test"].get(m)) for m in ("hr@5", "ndcg@5", "hr@10", "ndcg@10", "hr@20", "ndcg@20")),
-                         num(full.get("hr@10")), num(full.get("ndcg@10")), tsel["round"],
-                         num(tsel["test"].get("hr@10")), num(tsel["test"].get("ndcg@10")),
-                         r["config_hash"], r["code_hash"], r["data_hash"]])
+        writer.writerow(
+            [
+                key.protocol,
+                key.dataset,
+                key.method,
+                key.seed,
+                sel["round"],
+                num(sel["val"].get("hr@10")),
+                *(num(sel["test"].get(m)) for m in ("hr@5", "ndcg@5", "hr@10", "ndcg@10", "hr@20", "ndcg@20")),
+                num(full.get("hr@10")),
+                num(full.get("ndcg@10")),
+                tsel["round"],
+                num(tsel["test"].get("hr@10")),
+                num(tsel["test"].get("ndcg@10")),
+                r["config_hash"],
+                r["code_hash"],
+                r["data_hash"],
+            ]
+        )
     return buf.getvalue()
 
 
@@ -266,16 +352,26 @@ def provenance_md(coll: Collection) -> str:
     out = [f"<!-- {GENERATED} -->", f"# Provenance of the results in `{coll.results_dir}/`", ""]
     excluded = coll.excluded()
     ignored = [p for p in coll.problems if p.kind == OUTSIDE]
-    out.append(f"Current result files used by the tables and figures: {len(coll.runs)} runs, {len(coll.probes)} probes. "
-               f"Excluded as stale or invalid: {len(excluded)}. Ignored as outside the configured grid: {len(ignored)}.")
+    out.append(
+        f"Current result files used by the tables and figures: {len(coll.runs)} runs, {len(coll.probes)} probes. "
+        f"Excluded as stale or invalid: {len(excluded)}. Ignored as outside the configured grid: {len(ignored)}."
+    )
     out.append("")
     if excluded:
-        out += ["## WARNING: stale or invalid result files, EXCLUDED from every table and figure", "",
-                "These files were produced by other training code or another config than the current one (or are "
-                "unreadable). They are not mixed into any number. To regenerate them (add the --configfile "
-                "options of the run that made them, if any):", "",
-                "```", "snakemake --cores 8 --forcerun " + " ".join(p.path for p in excluded), "```", "",
-                "| File | Kind | Why |", "|:--|:--|:--|"]
+        out += [
+            "## WARNING: stale or invalid result files, EXCLUDED from every table and figure",
+            "",
+            "These files were produced by other training code or another config than the current one (or are "
+            "unreadable). They are not mixed into any number. To regenerate them (add the --configfile "
+            "options of the run that made them, if any):",
+            "",
+            "```",
+            "snakemake --cores 8 --forcerun " + " ".join(p.path for p in excluded),
+            "```",
+            "",
+            "| File | Kind | Why |",
+            "|:--|:--|:--|",
+        ]
         out += [f"| `{p.path}` | {p.kind} | {p.detail.replace('|', '/')} |" for p in excluded]
         out.append("")
     else:
@@ -285,23 +381,33 @@ def provenance_md(coll: Collection) -> str:
         out += ["## Datasets left out", ""]
         for e in left:
             out.append(f"- **{e['dataset']}**: {e['detail']}.")
-        out += ["", "A full run (`snakemake --cores 8`) leaves out a dataset whose raw data it cannot obtain on "
-                "its machine, and says on its console (and in `logs/left_out.txt`) why and how to supply it."]
+        out += [
+            "",
+            "A full run (`snakemake --cores 8`) leaves out a dataset whose raw data it cannot obtain on "
+            "its machine, and says on its console (and in `logs/left_out.txt`) why and how to supply it.",
+        ]
         out.append("")
     if ignored:
         out += ["## Ignored (not part of the configured grid)", "", "| File |", "|:--|"]
         out += [f"| `{p.path}` |" for p in ignored]
         out.append("")
-    out += ["## What a current result file carries", "",
-            "- training code hash per method (`fedem.engine.results.training_code_hash(method)`): "
-            + ", ".join(f"{m} `{h}`" for m, h in sorted(coll.expected.code_hashes.items())),
-            "- config hash (`config_hash(run_config(config, protocol, method))`), per protocol and method:", "",
-            "| Protocol | Method | config_hash | probe run config_hash |", "|:--|:--|:--|:--|"]
+    out += [
+        "## What a current result file carries",
+        "",
+        "- training code hash per method (`fedem.engine.results.training_code_hash(method)`): "
+        + ", ".join(f"{m} `{h}`" for m, h in sorted(coll.expected.code_hashes.items())),
+        "- config hash (`config_hash(run_config(config, protocol, method))`), per protocol and method:",
+        "",
+        "| Protocol | Method | config_hash | probe run config_hash |",
+        "|:--|:--|:--|:--|",
+    ]
     for protocol in grid["protocols"]:
         for method in grid["methods"]:
             probe = coll.expected.config_hash(protocol, method, probe=True) if method in coll.probed_methods else "—"
-            out.append(f"| {protocol} | {method} | `{coll.expected.config_hash(protocol, method)}` | "
-                       f"{probe if probe == '—' else f'`{probe}`'} |")
+            out.append(
+                f"| {protocol} | {method} | `{coll.expected.config_hash(protocol, method)}` | "
+                f"{probe if probe == '—' else f'`{probe}`'} |"
+            )
     out.append("")
     return "\n".join(out)
 
@@ -309,8 +415,11 @@ def provenance_md(coll: Collection) -> str:
 def build_tables(coll: Collection) -> list[Table]:
     tables = [datasets_table(coll)]
     for protocol in coll.grid["protocols"]:
-        tables += [main_table(coll, protocol, "test"), main_table(coll, protocol, "test_full_ranking"),
-                   test_selected_table(coll, protocol)]
+        tables += [
+            main_table(coll, protocol, "test"),
+            main_table(coll, protocol, "test_full_ranking"),
+            test_selected_table(coll, protocol),
+        ]
     return tables + [protocol_gap_table(coll)]
 
 
@@ -338,5 +447,3 @@ def warn_excluded(coll: Collection, stream=sys.stderr) -> None:
         lines.append(f"!!   ... and {len(excluded) - 20} more (all listed in provenance.md)")
     lines += ["!! Regenerate them with `snakemake --cores 8 --forcerun FILE...` (see provenance.md).", bar]
     print("\n".join(lines), file=stream)
-
-

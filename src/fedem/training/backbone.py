@@ -9,8 +9,8 @@ independent, so each client's slice of the gradient of the summed loss is its ow
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -52,7 +52,8 @@ class Backbone(ABC):
         """Scores [n, K] of candidates whose item rows are gathered in p (as `logits`)."""
         return torch.sigmoid(self.logits(p))
 
-    def fast_path(self, kernels: str, device: torch.device, optimizer, rows: str,
-                  step_groups: tuple[tuple[str, ...], ...]) -> FastPath | None:
+    def fast_path(
+        self, kernels: str, device: torch.device, optimizer, rows: str, step_groups: tuple[tuple[str, ...], ...]
+    ) -> FastPath | None:
         """A closed-form or native implementation for this configuration, or None (autograd)."""
         return None

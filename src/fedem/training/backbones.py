@@ -29,16 +29,22 @@ class FCF(Backbone):
 
     def fast_path(self, kernels, device, optimizer, rows, step_groups):
         # the closed form covers one Adam step per batch on (user, items), one lr, no decay of any kind
-        simple = (optimizer.name == "adam" and rows == "pool" and not any(optimizer.weight_decay.values())
-                  and optimizer.step_decay == 1.0 and step_groups == (("embedding",),))
+        simple = (
+            optimizer.name == "adam"
+            and rows == "pool"
+            and not any(optimizer.weight_decay.values())
+            and optimizer.step_decay == 1.0
+            and step_groups == (("embedding",),)
+        )
         if kernels == "autograd" or not simple:
             return None
         from fedem.training.fcf_fast import train_fcf_group
 
         def fast(plan, tensors, opt, threshold):
             betas = {"beta1": opt.betas[0], "beta2": opt.betas[1], "eps": opt.eps}
-            return train_fcf_group(plan, tensors["user"], tensors["items"], opt.lrs["embedding"], betas, threshold,
-                                   kernels)
+            return train_fcf_group(
+                plan, tensors["user"], tensors["items"], opt.lrs["embedding"], betas, threshold, kernels
+            )
 
         return fast
 
@@ -82,8 +88,11 @@ class NCF(Backbone):
     def __init__(self, layers: list[int], mlp_shared: bool = True, items_shared: bool = True):
         self.n_layers = len(layers) - 1
         self.mlp_names = tuple(f"mlp.{i // 2}.{'weight' if i % 2 == 0 else 'bias'}" for i in range(2 * self.n_layers))
-        self.specs = (ParamSpec("user"), ParamSpec("items", item_rows=True, shared=items_shared),
-                      *(ParamSpec(n, shared=mlp_shared, lr_group="mlp") for n in self.mlp_names))
+        self.specs = (
+            ParamSpec("user"),
+            ParamSpec("items", item_rows=True, shared=items_shared),
+            *(ParamSpec(n, shared=mlp_shared, lr_group="mlp") for n in self.mlp_names),
+        )
 
     def logits(self, p):
         q = p["items"]
@@ -96,8 +105,11 @@ class ItemLinear(Backbone):
     table shared (averaged by the server, fine-tuned by each client)."""
 
     def __init__(self):
-        self.specs = (ParamSpec("head.weight", lr_group="head"), ParamSpec("head.bias", lr_group="head"),
-                      ParamSpec("items", item_rows=True, shared=True, lr_group="items"))
+        self.specs = (
+            ParamSpec("head.weight", lr_group="head"),
+            ParamSpec("head.bias", lr_group="head"),
+            ParamSpec("items", item_rows=True, shared=True, lr_group="items"),
+        )
 
     def logits(self, p):
         return torch.bmm(p["items"], p["head.weight"].unsqueeze(2)).squeeze(2) + p["head.bias"]

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import torch
 
-from fedem.training.schedule import RoundPlan
-from fedem.training.local_loop import run_local_training
-from fedem.training.optim import StackedAdam
 from fedem.numerics.bce import bce_forward_backward
 from fedem.numerics.compiled import maybe_compiled
 from fedem.numerics.native.fcf_train import train_fcf_clients
+from fedem.training.local_loop import run_local_training
+from fedem.training.optim import StackedAdam
+from fedem.training.schedule import RoundPlan
 
 
 def bce_loss_and_grad(logits, labels, valid, count):
@@ -20,8 +20,9 @@ def bce_loss_and_grad(logits, labels, valid, count):
     return loss, grad_logit
 
 
-def scatter_row_grads(grad_rows_out: torch.Tensor, rows: torch.Tensor, grad_logit: torch.Tensor,
-                      user: torch.Tensor) -> None:
+def scatter_row_grads(
+    grad_rows_out: torch.Tensor, rows: torch.Tensor, grad_logit: torch.Tensor, user: torch.Tensor
+) -> None:
     """grad_rows_out[rows[c, b]] += grad_logit[c, b] * user[c] (rows [C*B] flat; a row may repeat).
     Compiled, the outer product is never materialised and the scatter is a plain loop."""
     d = user.shape[1]

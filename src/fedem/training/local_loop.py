@@ -3,7 +3,7 @@ per-client early stop (running epoch loss, counters never reset between epochs).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -14,9 +14,7 @@ from fedem.training.schedule import RoundPlan, StepBatch
 StepFn = Callable[[int, StepBatch, torch.Tensor], torch.Tensor]
 
 
-def run_local_training(
-    plan: RoundPlan, threshold: float, step_fn: StepFn
-) -> torch.Tensor:
+def run_local_training(plan: RoundPlan, threshold: float, step_fn: StepFn) -> torch.Tensor:
     """Runs every step of the plan; returns each client's final running loss [C] (float64),
     the value the authors' code reports as the client's training loss."""
     C = plan.num_clients

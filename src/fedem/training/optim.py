@@ -20,8 +20,9 @@ import torch
 from fedem.numerics.compiled import maybe_compiled
 
 
-def _adam_update(p, g, m, v, row_scale, step_size: float, bias_correction2_sqrt: float, beta1: float,
-                 beta2: float, eps: float):
+def _adam_update(
+    p, g, m, v, row_scale, step_size: float, bias_correction2_sqrt: float, beta1: float, beta2: float, eps: float
+):
     m.lerp_(g, 1 - beta1)
     v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
     denom = v.sqrt() / bias_correction2_sqrt + eps
@@ -38,8 +39,16 @@ class StackedAdam:
     """Adam state for stacked parameters whose leading dim is the client (or pool row).
     Gradients are written into `self.grads` by the caller and consumed (zeroed) by `step`."""
 
-    def __init__(self, params: list[torch.Tensor], lr: float, beta1: float, beta2: float, eps: float,
-                 compiled: bool = False, weight_decay: float = 0.0):
+    def __init__(
+        self,
+        params: list[torch.Tensor],
+        lr: float,
+        beta1: float,
+        beta2: float,
+        eps: float,
+        compiled: bool = False,
+        weight_decay: float = 0.0,
+    ):
         self.params = params
         self.grads = [torch.zeros_like(p) for p in params]
         self.exp_avg = [torch.zeros_like(p) for p in params]
@@ -55,14 +64,14 @@ class StackedAdam:
         for i in range(len(self.params)):
             self.step_one(i, step, prefix, mask, lr_scale)
 
-    def step_one(self, i: int, step: int, prefix: int, mask: torch.Tensor | None = None,
-                 lr_scale: float = 1.0) -> None:
+    def step_one(self, i: int, step: int, prefix: int, mask: torch.Tensor | None = None, lr_scale: float = 1.0) -> None:
         """As `step`, for parameter i alone (tensors of one group may have different row counts)."""
         scale = self._ones[:prefix] if mask is None else mask.to(self._ones.dtype)
         step_size = self.lr * lr_scale / (1 - self.beta1**step)
         bc2 = math.sqrt(1 - self.beta2**step)
-        p, g, m, v = (t[:prefix].reshape(prefix, -1) for t in (self.params[i], self.grads[i], self.exp_avg[i],
-                                                                self.exp_avg_sq[i]))
+        p, g, m, v = (
+            t[:prefix].reshape(prefix, -1) for t in (self.params[i], self.grads[i], self.exp_avg[i], self.exp_avg_sq[i])
+        )
         if self.weight_decay:
             g.add_(p, alpha=self.weight_decay)
         self.kernel(p, g, m, v, scale, step_size, bc2, self.beta1, self.beta2, self.eps)
@@ -82,8 +91,7 @@ class StackedSGD:
         for i in range(len(self.params)):
             self.step_one(i, step, prefix, mask, lr_scale)
 
-    def step_one(self, i: int, step: int, prefix: int, mask: torch.Tensor | None = None,
-                 lr_scale: float = 1.0) -> None:
+    def step_one(self, i: int, step: int, prefix: int, mask: torch.Tensor | None = None, lr_scale: float = 1.0) -> None:
         scale = self._ones[:prefix] if mask is None else mask.to(self._ones.dtype)
         p, g = (t[:prefix].reshape(prefix, -1) for t in (self.params[i], self.grads[i]))
         if self.weight_decay:
@@ -105,13 +113,17 @@ class OptimizerSpec:
     eps: float = 1e-8
 
     @classmethod
-    def from_config(cls, optimizer: dict, adam: dict) -> "OptimizerSpec":
+    def from_config(cls, optimizer: dict, adam: dict) -> OptimizerSpec:
         """optimizer: a method's `optimizer` block ({name, lr: {group: lr}, weight_decay: {group: wd},
         step_decay}); adam: the config's `adam` block (betas and eps, torch's defaults)."""
-        return cls(name=optimizer["name"], lrs=dict(optimizer["lr"]),
-                   weight_decay=dict(optimizer.get("weight_decay") or {}),
-                   step_decay=float(optimizer.get("step_decay", 1.0)),
-                   betas=(adam["beta1"], adam["beta2"]), eps=adam["eps"])
+        return cls(
+            name=optimizer["name"],
+            lrs=dict(optimizer["lr"]),
+            weight_decay=dict(optimizer.get("weight_decay") or {}),
+            step_decay=float(optimizer.get("step_decay", 1.0)),
+            betas=(adam["beta1"], adam["beta2"]),
+            eps=adam["eps"],
+        )
 
     def lr_scale(self, local_step: int) -> float:
         return 1.0 if self.step_decay == 1.0 else self.step_decay**local_step

@@ -37,7 +37,7 @@ class RoundSamples:
     def epochs(self) -> int:
         return self.shuffle_keys.shape[0]
 
-    def plan(self, clients: torch.Tensor | None = None) -> "RoundPlan":
+    def plan(self, clients: torch.Tensor | None = None) -> RoundPlan:
         """The schedule of `clients` (a CPU long tensor; default: every client). Cached per client
         set, so a method can build its schedules ahead, on the prefetch thread (Method.prefetch)."""
         key = None if clients is None else clients.numpy().tobytes()

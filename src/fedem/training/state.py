@@ -18,7 +18,7 @@ class ClientState:
         self.tensors = tensors
 
     @classmethod
-    def from_template(cls, template: dict[str, torch.Tensor], num_clients: int, device) -> "ClientState":
+    def from_template(cls, template: dict[str, torch.Tensor], num_clients: int, device) -> ClientState:
         return cls({name: t.to(device).expand((num_clients,) + tuple(t.shape)).clone() for name, t in template.items()})
 
     def __getitem__(self, name: str) -> torch.Tensor:
@@ -39,7 +39,9 @@ class ClientState:
                 out[spec.name] = whole.index_select(0, ranked)
         return out
 
-    def write_back(self, plan: RoundPlan, backbone: Backbone, trained: dict[str, torch.Tensor], rows: str = POOL) -> None:
+    def write_back(
+        self, plan: RoundPlan, backbone: Backbone, trained: dict[str, torch.Tensor], rows: str = POOL
+    ) -> None:
         ranked = plan.clients.to(self._device)
         for name, value in trained.items():
             if name not in self.tensors or backbone.spec(name).lr_group is None:

@@ -42,11 +42,14 @@ def check_layout(backbone: Backbone, optimizer: OptimizerSpec, rows: str, extra:
     if rows == POOL:
         decayed = [s.name for s in backbone.trainable if s.item_rows and optimizer.weight_decay.get(s.lr_group)]
         if decayed:
-            raise ConfigError(f"weight decay on item rows ({', '.join(decayed)}) moves every row of a table: "
-                              "train with rows='dense'")
+            raise ConfigError(
+                f"weight decay on item rows ({', '.join(decayed)}) moves every row of a table: train with rows='dense'"
+            )
         if extra:
-            raise ConfigError("a backbone with an extra loss term must train with rows='dense' (the term may "
-                              "touch rows no sample touches)")
+            raise ConfigError(
+                "a backbone with an extra loss term must train with rows='dense' (the term may "
+                "touch rows no sample touches)"
+            )
 
 
 def train_clients(
@@ -86,7 +89,9 @@ def _train_autograd(backbone, plan, tensors, optimizer, threshold, kernels, rows
         for group in groups_now:
             names = [s.name for s in backbone.trainable if s.lr_group == group]
             if not names:
-                raise ConfigError(f"parameter group '{group}' of step {groups_now} trains no parameter of this backbone")
+                raise ConfigError(
+                    f"parameter group '{group}' of step {groups_now} trains no parameter of this backbone"
+                )
             optimizers.append((names, optimizer.make(group, [tensors[n] for n in names], compiled=compiled)))
         substeps.append(optimizers)
     device = next(iter(tensors.values())).device

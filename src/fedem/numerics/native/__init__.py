@@ -32,8 +32,10 @@ _DIR = Path(__file__).parent
 CFLAGS = ["-O3", "-fno-math-errno", "-ffp-contract=off", "-std=c++17"]
 # the instruction set torch's own CPU kernels use here (ATen picks it at run time): the build is
 # made for it, and cached per instruction set, so a home directory shared by different CPUs is safe
-_ISA_FLAGS = {"AVX512": ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl", "-mavx2", "-mfma"],
-              "AVX2": ["-mavx2", "-mfma"]}
+_ISA_FLAGS = {
+    "AVX512": ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl", "-mavx2", "-mfma"],
+    "AVX2": ["-mavx2", "-mfma"],
+}
 _BUILT_MARK = "built"  # written last, once the library is whole: a build killed mid-way leaves none
 
 
@@ -118,9 +120,14 @@ def _build(name: str, module: str, sources: list[Path], flags: list[str], build_
     (build_dir / "lock").unlink(missing_ok=True)
     (build_dir / _BUILT_MARK).unlink(missing_ok=True)
     try:
-        compiled = cpp_extension.load(name=module, sources=[str(build_dir / sources[0].name)], extra_cflags=flags,
-                                      extra_include_paths=[str(build_dir)], build_directory=str(build_dir),
-                                      verbose=False)
+        compiled = cpp_extension.load(
+            name=module,
+            sources=[str(build_dir / sources[0].name)],
+            extra_cflags=flags,
+            extra_include_paths=[str(build_dir)],
+            build_directory=str(build_dir),
+            verbose=False,
+        )
     except (RuntimeError, OSError, ImportError) as exc:
         detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise ConfigError(
