@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from fedem.training.backbone import Backbone, ParamSpec
+from fedem.training.backbone import Backbone, ParamSpec, closed_form_covers
 from fedem.training.backbones import init_linear_stack
 from fedem.training.local_loop import run_local_training
 from fedem.training.optim import StackedAdam
@@ -114,47 +114,20 @@ class MergedFCF(Backbone):
         return torch.bmm(merged, p["user"].unsqueeze(2)).squeeze(2)
 
     def fast_path(self, kernels, device, optimizer, rows, step_groups):
-        simple = (
-            optimizer.name == "adam"
-            and rows == "pool"
-            and not any(optimizer.weight_decay.values())
-            and optimizer.step_decay == 1.0
-            and tuple(step_groups) == MERGED_STEPS
-        )
-        if kernels == "autograd" or not simple:
+        if kernels == "autograd" or not closed_form_covers(optimizer, rows, step_groups, MERGED_STEPS):
             return None
         names = self.adapter_names
 
         def fast(plan, tensors, opt, threshold):
             adapter = [tensors[n] for n in names]
             adam = {"beta1": opt.betas[0], "beta2": opt.betas[1], "eps": opt.eps}
-            lr_e, lr_a = opt.lrs["embedding"], opt.lrs["adapter"]
+            args = (plan, tensors["items"], tensors["global_items"], tensors["user"], adapter)
+            args += (opt.lrs["embedding"], opt.lrs["adapter"], adam, threshold)
             if kernels == "native" and device.type == "cpu":
                 from fedem.numerics.native.merged_train import train_merged_clients
 
-                return train_merged_clients(
-                    plan,
-                    tensors["items"],
-                    tensors["global_items"],
-                    tensors["user"],
-                    adapter,
-                    lr_e,
-                    lr_a,
-                    adam,
-                    threshold,
-                )
-            return train_merged_closed_form(
-                plan,
-                tensors["items"],
-                tensors["global_items"],
-                tensors["user"],
-                adapter,
-                lr_e,
-                lr_a,
-                adam,
-                threshold,
-                compiled=kernels != "eager",
-            )
+                return train_merged_clients(*args)
+            return train_merged_closed_form(*args, compiled=kernels != "eager")
 
         return fast
 

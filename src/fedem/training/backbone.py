@@ -28,6 +28,18 @@ class ParamSpec:
 FastPath = Callable[..., torch.Tensor]
 
 
+def closed_form_covers(optimizer, rows: str, step_groups, steps: tuple[tuple[str, ...], ...]) -> bool:
+    """Whether a hand-written fast path that takes plain Adam steps on the pool rows, sub-steps
+    `steps`, applies: no weight decay, no learning-rate schedule, the pool layout."""
+    return (
+        optimizer.name == "adam"
+        and rows == "pool"
+        and not any(optimizer.weight_decay.values())
+        and optimizer.step_decay == 1.0
+        and tuple(step_groups) == tuple(steps)
+    )
+
+
 class Backbone(ABC):
     specs: tuple[ParamSpec, ...]
 

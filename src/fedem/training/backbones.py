@@ -8,7 +8,7 @@ import math
 import torch
 
 from fedem.rng import torch_gen
-from fedem.training.backbone import Backbone, ParamSpec
+from fedem.training.backbone import Backbone, ParamSpec, closed_form_covers
 
 
 def fcf_scores(user_emb: torch.Tensor, item_rows: torch.Tensor) -> torch.Tensor:
@@ -29,14 +29,7 @@ class FCF(Backbone):
 
     def fast_path(self, kernels, device, optimizer, rows, step_groups):
         # the closed form covers one Adam step per batch on (user, items), one lr, no decay of any kind
-        simple = (
-            optimizer.name == "adam"
-            and rows == "pool"
-            and not any(optimizer.weight_decay.values())
-            and optimizer.step_decay == 1.0
-            and step_groups == (("embedding",),)
-        )
-        if kernels == "autograd" or not simple:
+        if kernels == "autograd" or not closed_form_covers(optimizer, rows, step_groups, (("embedding",),)):
             return None
         from fedem.training.fcf_fast import train_fcf_group
 

@@ -35,9 +35,38 @@ def _sgd_update(p, g, row_scale, lr: float):
     g.zero_()
 
 
-class StackedAdam:
-    """Adam state for stacked parameters whose leading dim is the client (or pool row).
-    Gradients are written into `self.grads` by the caller and consumed (zeroed) by `step`."""
+class _Stacked:
+    """Stacked parameters whose leading dim is the client (or pool row). Gradients are written into
+    `self.grads` by the caller and consumed (zeroed) by `step`."""
+
+    def __init__(self, params: list[torch.Tensor], lr: float, weight_decay: float):
+        self.params = params
+        self.grads = [torch.zeros_like(p) for p in params]
+        self.lr, self.weight_decay = lr, weight_decay
+        n = max((p.shape[0] for p in params), default=0)
+        self._ones = torch.ones(n, dtype=params[0].dtype, device=params[0].device) if params else None
+
+    def step(self, step: int, prefix: int, mask: torch.Tensor | None = None, lr_scale: float = 1.0) -> None:
+        """Update the first `prefix` rows of every parameter from self.grads; mask [prefix] bool."""
+        for i in range(len(self.params)):
+            self.step_one(i, step, prefix, mask, lr_scale)
+
+    def step_one(self, i: int, step: int, prefix: int, mask: torch.Tensor | None = None, lr_scale: float = 1.0) -> None:
+        """As `step`, for parameter i alone (tensors of one group may have different row counts)."""
+        raise NotImplementedError
+
+    def _rows(self, tensors, i: int, prefix: int, mask: torch.Tensor | None):
+        """(row scale, then the first `prefix` rows of each of tensors[k][i], flattened per row), with the
+        coupled weight decay added to the gradient (tensors[1] is the gradient, tensors[0] the parameter)."""
+        scale = self._ones[:prefix] if mask is None else mask.to(self._ones.dtype)
+        views = [t[i][:prefix].reshape(prefix, -1) for t in tensors]
+        if self.weight_decay:
+            views[1].add_(views[0], alpha=self.weight_decay)
+        return scale, views
+
+
+class StackedAdam(_Stacked):
+    """torch.optim.Adam's arithmetic, per row, with per-row masks."""
 
     def __init__(
         self,
@@ -49,53 +78,27 @@ class StackedAdam:
         compiled: bool = False,
         weight_decay: float = 0.0,
     ):
-        self.params = params
-        self.grads = [torch.zeros_like(p) for p in params]
+        super().__init__(params, lr, weight_decay)
         self.exp_avg = [torch.zeros_like(p) for p in params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in params]
-        self.lr, self.beta1, self.beta2, self.eps = lr, beta1, beta2, eps
-        self.weight_decay = weight_decay
+        self.beta1, self.beta2, self.eps = beta1, beta2, eps
         self.kernel = maybe_compiled(_adam_update, compiled)
-        n = max((p.shape[0] for p in params), default=0)
-        self._ones = torch.ones(n, dtype=params[0].dtype, device=params[0].device) if params else None
-
-    def step(self, step: int, prefix: int, mask: torch.Tensor | None = None, lr_scale: float = 1.0) -> None:
-        """Update the first `prefix` rows of every parameter from self.grads; mask [prefix] bool."""
-        for i in range(len(self.params)):
-            self.step_one(i, step, prefix, mask, lr_scale)
 
     def step_one(self, i: int, step: int, prefix: int, mask: torch.Tensor | None = None, lr_scale: float = 1.0) -> None:
-        """As `step`, for parameter i alone (tensors of one group may have different row counts)."""
-        scale = self._ones[:prefix] if mask is None else mask.to(self._ones.dtype)
+        scale, (p, g, m, v) = self._rows((self.params, self.grads, self.exp_avg, self.exp_avg_sq), i, prefix, mask)
         step_size = self.lr * lr_scale / (1 - self.beta1**step)
         bc2 = math.sqrt(1 - self.beta2**step)
-        p, g, m, v = (
-            t[:prefix].reshape(prefix, -1) for t in (self.params[i], self.grads[i], self.exp_avg[i], self.exp_avg_sq[i])
-        )
-        if self.weight_decay:
-            g.add_(p, alpha=self.weight_decay)
         self.kernel(p, g, m, v, scale, step_size, bc2, self.beta1, self.beta2, self.eps)
 
 
-class StackedSGD:
-    """Plain SGD (no momentum) with the same interface as StackedAdam."""
+class StackedSGD(_Stacked):
+    """torch.optim.SGD's arithmetic (no momentum), per row, with per-row masks."""
 
     def __init__(self, params: list[torch.Tensor], lr: float, weight_decay: float = 0.0):
-        self.params = params
-        self.grads = [torch.zeros_like(p) for p in params]
-        self.lr, self.weight_decay = lr, weight_decay
-        n = max((p.shape[0] for p in params), default=0)
-        self._ones = torch.ones(n, dtype=params[0].dtype, device=params[0].device) if params else None
-
-    def step(self, step: int, prefix: int, mask: torch.Tensor | None = None, lr_scale: float = 1.0) -> None:
-        for i in range(len(self.params)):
-            self.step_one(i, step, prefix, mask, lr_scale)
+        super().__init__(params, lr, weight_decay)
 
     def step_one(self, i: int, step: int, prefix: int, mask: torch.Tensor | None = None, lr_scale: float = 1.0) -> None:
-        scale = self._ones[:prefix] if mask is None else mask.to(self._ones.dtype)
-        p, g = (t[:prefix].reshape(prefix, -1) for t in (self.params[i], self.grads[i]))
-        if self.weight_decay:
-            g.add_(p, alpha=self.weight_decay)
+        scale, (p, g) = self._rows((self.params, self.grads), i, prefix, mask)
         _sgd_update(p, g, scale, self.lr * lr_scale)
 
 
