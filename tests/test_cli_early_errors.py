@@ -67,6 +67,7 @@ def train_argv(tmp_path, *extra, method="fedem"):
         (("--set", "training.selection_metric=hr@50"), "training.selection_metric"),
         (("--set", "training.selection_metric=ndcg@50"), "valid: hr@5, hr@10, hr@20, ndcg@5"),
         (("--seed", "-1"), "--seed -1"),
+        (("--threads", "0"), "--threads 0"),
         (("--out", "{tmp}"), "is a directory"),
         (("--probe-out", "{tmp}"), "--probe-out"),
         (("--out", "{tmp}/file.txt/r.json"), "is a file, not a directory"),

@@ -144,3 +144,11 @@ def test_a_data_setting_overlay_plans_the_prepare_jobs_it_needs(tmp_path):
     config = load_config(root / "config" / "smoke.yaml")
     variants = {spec["dedupe"] for spec in config["protocols"].values()}
     assert planned.get("prepare") == len(config["grid"]["datasets"]) * len(variants), planned
+
+
+def test_the_workflow_reads_floats_as_typed(repo_copy, tmp_path):
+    """Snakemake's own YAML reader takes `1e-3` for a string; the workflow reads it as the number it is."""
+    overlay = tmp_path / "lr.yaml"
+    overlay.write_text("methods: {fedmf: {optimizer: {name: adam, lr: {embedding: 1e-3}}}}\n")
+    out = snakemake(repo_copy, "-n", *SMOKE, str(overlay))
+    assert out.returncode == 0 and "not of type" not in out.stdout + out.stderr

@@ -92,6 +92,8 @@ def _check_train_args(args) -> None:
 
     if args.seed < 0:
         raise ConfigError(f"--seed {args.seed}: a training seed is an integer >= 0")
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads {args.threads}: give a number of CPU threads >= 1 (or leave it out)")
     outputs = [("--out", args.out), ("--out", timing_path(args.out))]
     if args.probe_out is not None:
         outputs.append(("--probe-out", args.probe_out))

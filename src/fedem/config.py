@@ -23,12 +23,21 @@ class YamlLoader(yaml.SafeLoader):
     reads 1e-3 as a string). Integers stay integers and every other string stays a string."""
 
 
+FLOAT_AS_TYPED = re.compile(r"^[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+|[0-9]+(?=[eE]))(?:[eE][-+]?[0-9]+)?$")
 # appended after PyYAML's resolvers, so it only sees what they left a string (ints are taken before it)
-YamlLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+|[0-9]+(?=[eE]))(?:[eE][-+]?[0-9]+)?$"),
-    list("-+0123456789."),
-)
+YamlLoader.add_implicit_resolver("tag:yaml.org,2002:float", FLOAT_AS_TYPED, list("-+0123456789."))
+
+
+def floats_as_typed(node: Any) -> Any:
+    """A config another YAML reader loaded (Snakemake's, YAML 1.1) with `1e-3` and the like turned
+    from strings into the floats their writer meant, as YamlLoader reads them."""
+    if isinstance(node, dict):
+        return {k: floats_as_typed(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [floats_as_typed(v) for v in node]
+    if isinstance(node, str) and FLOAT_AS_TYPED.match(node):
+        return float(node)
+    return node
 
 
 def yaml_load(text: str) -> Any:

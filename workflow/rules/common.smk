@@ -62,6 +62,7 @@ def _split_config(cfg):
                  else {}, "config/workflow.yaml (the `workflow` section)")
     # `inherits` (config/smoke.yaml): Snakemake has already merged that file over config/config.yaml
     package = {k: v for k, v in cfg.items() if k not in (WORKFLOW_KEY, fedem.config.INHERITS_KEY)}
+    package = fedem.config.floats_as_typed(package)  # Snakemake's YAML reads 1e-3 as a string
     fedem.config.validate(package, "the Snakemake config (config/config.yaml, then --configfile, then --config)")
     grid = package["grid"]
     unknown = [("grid.protocols", p, sorted(package["protocols"])) for p in grid["protocols"] if p not in package["protocols"]]
