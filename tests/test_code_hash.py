@@ -44,3 +44,25 @@ def test_hashes_differ_per_method_and_are_stable():
     hashes = {m: training_code_hash(m) for m in METHODS}
     assert len(set(hashes.values())) == len(hashes)
     assert hashes == {m: training_code_hash(m) for m in METHODS}
+
+
+def test_the_report_and_the_code_hash_import_no_torch():
+    """Rendering tables (and hashing the training code) reads files only: no method, no torch."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    script = (
+        "import sys\n"
+        "from fedem.config import load_config\n"
+        "from fedem.engine.results import training_code_hash\n"
+        "from fedem.report.collect import collect\n"
+        "from fedem.report.tables import build_tables\n"
+        "from fedem.report import figures, probe_figures\n"
+        "training_code_hash()\n"
+        "build_tables(collect('results', load_config('config/config.yaml')))\n"
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('fedem.methods.')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

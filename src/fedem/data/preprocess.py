@@ -7,7 +7,6 @@ import pandas as pd
 
 from fedem.data.dataset import FederatedDataset
 from fedem.errors import DataError
-from fedem.rng import numpy_rng
 
 PREPROCESS_VERSION = 1  # bump when the protocol's output changes for the same input
 
@@ -77,6 +76,8 @@ def preprocess(
 def sample_eval_negatives(ds: FederatedDataset, k: int, data_seed: int) -> np.ndarray:
     """§2.8: per user, k items drawn uniformly without replacement from the items the user never
     interacted with; one generator from the data seed, users in id order."""
+    from fedem.rng import numpy_rng  # here, not at the top: the report imports this module, and rng imports torch
+
     rng = numpy_rng(data_seed, "eval-negatives")
     interacted = ds.interacted_mask()
     out = np.empty((ds.num_users, k), dtype=np.int64)
