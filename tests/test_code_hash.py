@@ -1,5 +1,7 @@
 """A run's code hash covers exactly the code that makes its numbers."""
 
+from pathlib import Path
+
 from fedem.engine.results import _PACKAGE_DIR, _RUN_ENTRY, _source_closure, training_code_hash
 from fedem.methods import METHODS, module_file
 
@@ -66,3 +68,15 @@ def test_the_report_and_the_code_hash_import_no_torch():
     )
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_every_package_folder_is_a_regular_package():
+    """setuptools' find_packages (pyproject) installs only folders with an __init__.py: a folder without one
+    works from a checkout and is missing from a wheel."""
+    from setuptools import find_packages
+
+    from conftest import REPO
+
+    folders = {p.parent for p in (REPO / "src" / "fedem").rglob("*.py") if "__pycache__" not in p.parts}
+    packages = {REPO / "src" / Path(*name.split(".")) for name in find_packages(REPO / "src")}
+    assert folders <= packages, sorted(str(f) for f in folders - packages)
