@@ -41,7 +41,7 @@ def plot_convergence(coll: Collection, dataset: str, out_dir: str | Path) -> lis
     style.apply()
     protocols = coll.grid["protocols"]
     methods = ordered_methods(coll)
-    colors = style.method_colors(methods)
+    colors = style.method_colors(methods, list(coll.config["methods"]), coll.sanity_methods)
     fig, axes = style.figure(rows=len(protocols), sharex=True)
     for ax, protocol in zip(axes[:, 0], protocols):
         drawn = False
@@ -50,7 +50,7 @@ def plot_convergence(coll: Collection, dataset: str, out_dir: str | Path) -> lis
             if n == 0:
                 continue
             drawn = True
-            dashes = (2, 1) if method == "neg-count" else ()
+            dashes = (2, 1) if method in coll.sanity_methods else ()
             ax.plot(rounds, mean, color=colors[method], label=method, dashes=dashes)
             if n > 1:
                 ax.fill_between(rounds, mean - std, mean + std, color=colors[method], alpha=0.2, linewidth=0)

@@ -15,7 +15,6 @@ import seaborn as sns  # noqa: E402
 
 COLUMN_WIDTH_IN = 3.3  # one column of the AAAI two-column layout
 PANEL_HEIGHT_IN = 1.45
-METHOD_ORDER = ("fedem", "fedmf", "local", "neg-count")
 PROTOCOL_ORDER = ("authors", "clean")
 PROBE_MODELS = ("local", "aggregated", "merged")
 
@@ -50,11 +49,12 @@ def apply() -> None:
     )
 
 
-def method_colors(methods: list[str]) -> dict[str, tuple]:
-    """Stable colours: a method keeps its colour whatever else is plotted; neg-count is grey."""
-    learned = [m for m in METHOD_ORDER if m != "neg-count"] + sorted(set(methods) - set(METHOD_ORDER))
+def method_colors(methods: list[str], configured: list[str], sanity: tuple[str, ...]) -> dict[str, tuple]:
+    """Stable colours: a method keeps its colour (by its place among the configured methods) whatever else
+    is plotted; sanity floors are grey."""
+    learned = [m for m in configured if m not in sanity] + sorted(set(methods) - set(configured) - set(sanity))
     colors = {m: _PALETTE[i % len(_PALETTE)] for i, m in enumerate(learned)}
-    colors["neg-count"] = SANITY_COLOR
+    colors.update({m: SANITY_COLOR for m in sanity})
     return {m: colors[m] for m in methods}
 
 

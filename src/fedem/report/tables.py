@@ -93,8 +93,9 @@ def main_table(coll: Collection, protocol: str, split: str) -> Table:
         caption=(
             f"Metrics: {SPLIT_LABEL[split]}, at the round with the best validation HR@10 (earliest on ties). "
             f"{_seed_note(coll)} Per column, bold = best and underlined = second best among the learning "
-            f"methods; neg-count is the no-learning sanity floor of PROTOCOL.md §6 and is never ranked; † marks "
-            f"a method not above that floor. The last rows give FedEM's relative improvement over the best "
+            f"methods; {', '.join(coll.sanity_methods) or 'a sanity method'} is the no-learning sanity floor of "
+            f"PROTOCOL.md §6 and is never ranked; † marks "
+            f"a method not above that floor. The last rows give {coll.proposed}'s relative improvement over the best "
             f"other method and the two-sided paired t-test p-value over seeds."
         ),
         columns=[("", "Method")] + [(d, METRIC_LABEL[m]) for d in datasets for m in metrics],
