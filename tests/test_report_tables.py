@@ -230,3 +230,19 @@ def test_copy_stats_drops_timings(tmp_path):
     src = write_json(tmp_path / "s.json", {"users": 3, "preprocess_seconds": 0.1, "content_hash": "a"})
     assert main(["copy-stats", str(src), str(tmp_path / "d.json")]) == 0
     assert json.loads((tmp_path / "d.json").read_text()) == {"users": 3, "content_hash": "a"}
+
+
+def test_roles_come_from_the_config(tmp_path):
+    """Which method is a floor and which is compared with the best other is each block's `role`."""
+    config = grid_config(datasets=["ml-100k"], seeds=SEEDS, probe_datasets=[], probe_seeds=[])
+    config["methods"]["local"]["role"] = "sanity"
+    results = tmp_path / "results"
+    write_grid_results(results, config)
+    table = by_name(collect(results, config))["main_authors"]
+    labels = [row[0].text if isinstance(row[0], Text) else row[0] for row in table.rows]
+    assert "local (sanity floor, no learning)" in labels and "neg-count (sanity floor, no learning)" in labels
+    assert labels.index("local (sanity floor, no learning)") > labels.index("fedmf")  # floors go last
+    best_other = next(
+        row for row in table.rows if (row[0].text if isinstance(row[0], Text) else row[0]) == "best other method"
+    )
+    assert all((c.text if isinstance(c, Text) else c) == "fedmf" for c in best_other[1:])  # local is not a candidate
