@@ -41,6 +41,13 @@ def round_samples(ds, rc, seed=3, t=0):
     )
 
 
+def fcf_round(ds):
+    """A round's plan on the tiny dataset and the FCF clients' stacked state at their shared init."""
+    plan = round_samples(ds, tiny_run_config("local")).plan()
+    items, user = init_fcf(ds.num_items, 16, 3)
+    return plan, FCF(items_shared=False), ClientState.from_template({"user": user, "items": items}, ds.num_users, "cpu")
+
+
 def adam(lrs):
     return OptimizerSpec(name="adam", lrs=lrs)
 
@@ -60,12 +67,7 @@ def assert_same(a, b):
 
 @pytest.mark.parametrize("kernels", FAST_KERNELS)
 def test_fcf_fast_path_equals_autograd(tiny_dataset, kernels):
-    ds = tiny_dataset
-    rc = tiny_run_config("local")
-    plan = round_samples(ds, rc).plan()
-    items, user = init_fcf(ds.num_items, 16, 3)
-    backbone = FCF(items_shared=False)
-    state = ClientState.from_template({"user": user, "items": items}, ds.num_users, "cpu")
+    plan, backbone, state = fcf_round(tiny_dataset)
     tensors = state.for_plan(plan, backbone)
     opt = adam({"embedding": 0.1})
     assert backbone.fast_path(kernels, torch.device("cpu"), opt, "pool", (("embedding",),)) is not None
@@ -103,12 +105,7 @@ def test_fedem_merged_fast_path_equals_autograd(tiny_dataset, kernels):
 
 def test_dense_rows_equal_pool_rows_when_nothing_else_moves(tiny_dataset):
     """Without decay or extra terms only touched rows move: the dense layout gives the pool's numbers."""
-    ds = tiny_dataset
-    rc = tiny_run_config("local")
-    plan = round_samples(ds, rc).plan()
-    items, user = init_fcf(ds.num_items, 16, 3)
-    backbone = FCF(items_shared=False)
-    state = ClientState.from_template({"user": user, "items": items}, ds.num_users, "cpu")
+    plan, backbone, state = fcf_round(tiny_dataset)
     pool_state, dense_state = copy.deepcopy(state), copy.deepcopy(state)
     for st, rows in ((pool_state, "pool"), (dense_state, DENSE)):
         tensors = st.for_plan(plan, backbone, rows=rows)
@@ -121,11 +118,8 @@ def test_dense_rows_equal_pool_rows_when_nothing_else_moves(tiny_dataset):
 def test_pool_rows_refuse_what_moves_untouched_rows(tiny_dataset):
     from fedem.errors import ConfigError
 
-    ds = tiny_dataset
-    plan = round_samples(ds, tiny_run_config("local")).plan()
-    items, user = init_fcf(ds.num_items, 16, 3)
-    backbone = FCF(items_shared=False)
-    tensors = ClientState.from_template({"user": user, "items": items}, ds.num_users, "cpu").for_plan(plan, backbone)
+    plan, backbone, state = fcf_round(tiny_dataset)
+    tensors = state.for_plan(plan, backbone)
     decayed = OptimizerSpec(name="adam", lrs={"embedding": 0.1}, weight_decay={"embedding": 1e-3})
     with pytest.raises(ConfigError, match="weight decay on item rows"):
         train_clients(backbone, plan, tensors, decayed, 0.05, "autograd")
