@@ -81,7 +81,7 @@ def validate(config: dict, source: str = "config") -> dict:
     _raise_first(jsonschema.Draft202012Validator(schema).iter_errors(config), source)
     bases = schema["$defs"]["method"]
     for key, block in config["methods"].items():
-        base = block.get("base", key)
+        base = base_of(config, key)
         if base not in bases:
             raise ConfigError(
                 f"invalid config in {source} at 'methods.{key}': unknown method '{base}'"

@@ -45,6 +45,11 @@ def artifact_path(config: dict, dataset: str, dedupe: bool) -> Path:
     return Path(config["data"]["processed_dir"]) / dataset / f"{variant_name(config, dedupe)}.npz"
 
 
+def prepare_command(dataset: str, dedupe: bool) -> str:
+    """The command that (re)builds the artifact of (dataset, dedupe), as error messages give it."""
+    return f"python -m fedem prepare {dataset}{' --dedupe' if dedupe else ''}"
+
+
 def check_artifact(ds: FederatedDataset, path: Path, want: dict) -> None:
     """A cached artifact made with other settings (renamed, copied, or from older code) is refused."""
     found = {k: ds.meta.get(k) for k in want}
@@ -52,7 +57,7 @@ def check_artifact(ds: FederatedDataset, path: Path, want: dict) -> None:
     if wrong:
         raise DataError(
             f"processed dataset '{path}' was made with other settings: {', '.join(wrong)}; delete it and run "
-            f"`python -m fedem prepare {want['dataset']}{' --dedupe' if want['dedupe'] else ''}` again"
+            f"`{prepare_command(want['dataset'], want['dedupe'])}` again"
         )
 
 
@@ -83,7 +88,7 @@ def prepare(config: dict, dataset: str, dedupe: bool, force: bool = False) -> tu
         if stats.get("content_hash") != ds.content_hash:
             raise DataError(
                 f"'{stats_path(out)}' does not describe '{out}' (content hash differs); run "
-                f"`python -m fedem prepare {dataset}{' --dedupe' if dedupe else ''} --force`"
+                f"`{prepare_command(dataset, dedupe)} --force`"
             )
         return ds, stats
     start = time.perf_counter()

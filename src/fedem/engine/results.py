@@ -67,17 +67,22 @@ def _source_closure(entries: list[Path]) -> list[Path]:
     return sorted(seen)
 
 
+def _closure_of(methods: list[str]) -> list[Path]:
+    """The training code of `methods`: the engine's entry point and their modules, with all they import."""
+    from fedem.methods import module_file
+
+    return _source_closure([_PACKAGE_DIR / _RUN_ENTRY] + [module_file(k) for k in methods])
+
+
 def training_code_hash(method: str | None = None) -> str:
     """sha256 over the sources that determine a run's numbers: the engine and everything it and the
     method's module import (statically, without importing anything: no torch). `method` is a base
     method (a config variant runs its base's code). Adding another method, or editing the report code,
     leaves it unchanged; method=None hashes every method's closure (the whole training code)."""
-    from fedem.methods import METHODS, module_file
+    from fedem.methods import METHODS
 
-    keys = sorted(METHODS) if method is None else [method]
-    entries = [_PACKAGE_DIR / _RUN_ENTRY] + [module_file(k) for k in keys]
     h = hashlib.sha256()
-    for path in _source_closure(entries):
+    for path in _closure_of(sorted(METHODS) if method is None else [method]):
         h.update(path.relative_to(_PACKAGE_DIR).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()[:16]
 
@@ -85,10 +90,7 @@ def training_code_hash(method: str | None = None) -> str:
 def native_kernels(method: str) -> list[str]:
     """The C++ kernels (fedem.numerics.native.<name>, built on first use) that `method`'s training
     code imports, by the same static closure as training_code_hash."""
-    from fedem.methods import module_file
-
-    entries = [_PACKAGE_DIR / _RUN_ENTRY, module_file(method)]
-    return [p.stem for p in _source_closure(entries) if p.suffix == ".cpp"]
+    return [p.stem for p in _closure_of([method]) if p.suffix == ".cpp"]
 
 
 def code_version() -> str:

@@ -95,10 +95,6 @@ class Collection:
         grid = self.grid["datasets" if kind == "runs" else "probe_datasets"]
         return [d for d in grid if d in self.files_of[kind]]
 
-    def datasets_with_probes(self) -> list[str]:
-        present = {k.dataset for k in self.probes}
-        return [d for d in self.grid["probe_datasets"] if d in present]
-
     def left_out(self) -> list[dict]:
         """Grid datasets without any current run. Only what the results folder shows is said: why a
         dataset could not be had on some machine is that machine's business (its console and log), never
@@ -138,13 +134,13 @@ def _split_stats_name(stem: str) -> tuple[str, str]:
     return dataset, variant
 
 
-def _in_grid(coll_config: dict, key: RunKey, probe: bool) -> bool:
-    grid = coll_config["grid"]
+def _in_grid(config: dict, key: RunKey, probe: bool) -> bool:
+    grid = config["grid"]
     if probe:
         return (
             key.protocol in grid["protocols"]
             and key.dataset in grid["probe_datasets"]
-            and key.method in probed_methods(coll_config)
+            and key.method in probed_methods(config)
             and key.seed in grid["probe_seeds"]
         )
     return (
