@@ -57,3 +57,18 @@ def tiny_run_config(method: str, protocol: str = "authors", **training) -> dict:
     if method == "fedem":
         rc["method"]["agg_clients_ratio"] = 0.25
     return rc
+
+
+def round_data(ds, rc: dict, seed: int, t: int, device: str = "cpu"):
+    """Round t's training negatives and samples (the authors' negative pool), as the engine builds them."""
+    import torch
+
+    from fedem.data.negatives import TrainNegativeSampler
+    from fedem.training.schedule import make_round_samples
+
+    tr = rc["training"]
+    negatives = TrainNegativeSampler(ds, "unobserved", tr["num_negatives"]).sample(seed, t)
+    samples = make_round_samples(
+        ds.train_indptr, ds.train_items, negatives, tr["local_epochs"], tr["batch_size"], seed, t, torch.device(device)
+    )
+    return negatives, samples

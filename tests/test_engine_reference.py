@@ -3,14 +3,12 @@
 import pytest
 import torch
 
-from fedem.data.negatives import TrainNegativeSampler
 from fedem.methods import get_method
 from fedem.methods.adapter import init_adapter
 from fedem.methods.base import MethodContext
 from fedem.training.backbones import init_fcf
-from fedem.training.schedule import make_round_samples
 
-from conftest import tiny_run_config
+from conftest import round_data, tiny_run_config
 from reference import Reference
 
 ATOL = 1e-4  # float32 roundoff, amplified by Adam on near-zero gradients (lr 0.1)
@@ -30,22 +28,11 @@ def test_engine_matches_reference(tiny_dataset, method, threshold, kernels, devi
     items, user = init_fcf(ds.num_items, rc["training"]["latent_dim"], seed)
     adapter = init_adapter(rc["method"]["adapter_layers"], seed) if method == "fedem" else None
     ref = Reference(method, ds, rc, seed, items, user, adapter)
-    sampler = TrainNegativeSampler(ds, "unobserved", rc["training"]["num_negatives"])
     candidates = torch.cat([torch.from_numpy(ds.test_items)[:, None], torch.from_numpy(ds.eval_negatives)], 1)
     users = torch.arange(ds.num_users)
     merged_rounds = 0
     for t in range(rc["training"]["rounds"]):
-        negatives = sampler.sample(seed, t)
-        samples = make_round_samples(
-            ds.train_indptr,
-            ds.train_items,
-            negatives,
-            rc["training"]["local_epochs"],
-            rc["training"]["batch_size"],
-            seed,
-            t,
-            torch.device(device),
-        )
+        negatives, samples = round_data(ds, rc, seed, t, device)
         losses = engine.train_round(t, samples, negatives).cpu()
         ref_losses = ref.train_round(t, samples)
         torch.testing.assert_close(

@@ -10,35 +10,23 @@ import numpy as np
 import pytest
 import torch
 
-from fedem.data.negatives import TrainNegativeSampler
 from fedem.engine import federation
 from fedem.methods.adapter import MERGED_STEPS, MergedFCF, adapter_names, init_adapter
 from fedem.methods.base import Method
 from fedem.training.backbone import Backbone, ParamSpec
 from fedem.training.backbones import FCF, NCF, ItemLinear, init_fcf, init_linear_stack
 from fedem.training.optim import OptimizerSpec
-from fedem.training.schedule import make_round_samples
 from fedem.training.state import ClientState
 from fedem.training.trainer import DENSE, train_clients
 
-from conftest import tiny_run_config
+from conftest import round_data, tiny_run_config
 
 ATOL = 1e-4
 FAST_KERNELS = ["native", "compiled", "eager"]
 
 
 def round_samples(ds, rc, seed=3, t=0):
-    negatives = TrainNegativeSampler(ds, "unobserved", rc["training"]["num_negatives"]).sample(seed, t)
-    return make_round_samples(
-        ds.train_indptr,
-        ds.train_items,
-        negatives,
-        rc["training"]["local_epochs"],
-        rc["training"]["batch_size"],
-        seed,
-        t,
-        torch.device("cpu"),
-    )
+    return round_data(ds, rc, seed, t)[1]
 
 
 def fcf_round(ds):
@@ -224,20 +212,9 @@ def toy_reference(ds, rc, seed):
         {"user": user.clone(), "items": items.clone(), "bias": torch.zeros(ds.num_items, 1)}
         for _ in range(ds.num_users)
     ]
-    sampler = TrainNegativeSampler(ds, "unobserved", tr["num_negatives"])
     crit = torch.nn.BCELoss()
     for t in range(tr["rounds"]):
-        samples = make_round_samples(
-            ds.train_indptr,
-            ds.train_items,
-            sampler.sample(seed, t),
-            tr["local_epochs"],
-            tr["batch_size"],
-            seed,
-            t,
-            torch.device("cpu"),
-        )
-        plan = samples.plan()
+        plan = round_samples(ds, rc, seed, t).plan()
         for rank, client in enumerate(plan.clients.tolist()):
             params = {k: v.clone().requires_grad_() for k, v in models[client].items()}
             opt = torch.optim.SGD(list(params.values()), lr=0.5, weight_decay=1e-3)
