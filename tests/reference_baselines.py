@@ -1,0 +1,164 @@
+"""Plain, slow, per-client references of the Table-1 baselines, written the way their released codes
+run: one torch module and fresh torch.optim optimizers per client per round, nn.BCELoss, Python loops
+over clients and mini-batches. They share only the initial state, the negatives and the batch order
+with the engine (`RoundPlan.client_batches`)."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from fedem.training.backbones import init_fcf, init_linear_stack
+from fedem.training.schedule import build_plan
+
+BCE = torch.nn.BCELoss()
+
+
+def epoch_loop(batches, per_epoch: int, threshold: float, step) -> tuple[float, int]:
+    """The released codes' local loop: epochs of mini-batches, the running loss (sample-weighted over
+    every batch so far) and the FedEM/FedCA early stop on its relative change. step(items, labels) -> loss.
+    Returns (running loss, epochs run)."""
+    loss_sum, n_sum, history = 0.0, 0, []
+    for epoch in range(len(batches) // per_epoch):
+        for items, labels in batches[epoch * per_epoch : (epoch + 1) * per_epoch]:
+            loss_sum += step(items, labels) * len(items)
+            n_sum += len(items)
+        history.append(loss_sum / n_sum)
+        if epoch > 0 and abs(history[epoch] - history[epoch - 1]) / abs(history[epoch - 1] + 1e-5) < threshold:
+            break
+    return loss_sum / n_sum, len(history)
+
+
+def linear_stack(params: list[torch.Tensor], last=None) -> torch.nn.Sequential:
+    layers = []
+    n = len(params) // 2
+    for i in range(n):
+        w, b = params[2 * i], params[2 * i + 1]
+        lin = torch.nn.Linear(w.shape[1], w.shape[0])
+        lin.weight.data.copy_(w)
+        lin.bias.data.copy_(b)
+        layers.append(lin)
+        if i < n - 1:
+            layers.append(torch.nn.ReLU())
+    if last is not None:
+        layers.append(last)
+    return torch.nn.Sequential(*layers)
+
+
+def plan_of(ds, rc, samples):
+    tr = rc["training"]
+    return build_plan(samples, torch.arange(ds.num_users), tr["batch_size"], tr["local_epochs"], "cpu")
+
+
+class RefPFedRec:
+    """engine.py::fed_train_a_round / fed_train_single_batch of the released PFedRec."""
+
+    def __init__(self, ds, rc, seed):
+        self.ds, self.rc = ds, rc
+        d = rc["training"]["latent_dim"]
+        self.server = init_fcf(ds.num_items, d, seed)[0].clone()
+        w, b = init_linear_stack([d, 1], seed, "init-score-head")
+        self.heads = {u: linear_stack([w, b]) for u in range(ds.num_users)}
+        self.tuned: dict[int, torch.Tensor] = {}
+
+    def train_round(self, t, samples):
+        plan = plan_of(self.ds, self.rc, samples)
+        opt_cfg = self.rc["method"]["optimizer"]
+        lr_items = opt_cfg["lr"]["items"] * self.ds.num_items * self.rc["method"]["lr_eta"]
+        losses = {}
+        for rank, user in enumerate(plan.clients.tolist()):
+            emb = torch.nn.Embedding.from_pretrained(self.server.clone(), freeze=False)
+            head = self.heads[user]
+            opt = torch.optim.SGD(head.parameters(), lr=opt_cfg["lr"]["head"])
+            opt_i = torch.optim.SGD(emb.parameters(), lr=lr_items)
+
+            step = functools.partial(self._step, head, emb, opt, opt_i)
+            losses[user], _ = epoch_loop(plan.client_batches(rank), int(plan.batches_per_epoch[rank]), 1.0, step)
+            self.tuned[user] = emb.weight.data.clone()
+        self.server = torch.stack([self.tuned[u] for u in range(self.ds.num_users)]).mean(0)
+        return losses
+
+    @staticmethod
+    def _step(head, emb, opt, opt_i, items, labels):
+        """fed_train_single_batch: a step of the score head, then a fresh forward and a step of the table."""
+        opt.zero_grad()
+        BCE(torch.sigmoid(head(emb(items)).view(-1)), labels).backward()
+        opt.step()
+        opt_i.zero_grad()
+        loss = BCE(torch.sigmoid(head(emb(items)).view(-1)), labels)
+        loss.backward()
+        opt_i.step()
+        return loss.item()
+
+    @torch.no_grad()
+    def scores(self, candidates):
+        return torch.stack(
+            [torch.sigmoid(self.heads[u](self.tuned[u][candidates[u]]).view(-1)) for u in range(self.ds.num_users)]
+        )
+
+
+class RefFedNCF:
+    """FedCA's FedNCF model (model/model.py) with a FedAvg server: Adam on (user, items) and on the tower
+    with weight decay, the FedEM/FedCA early stop, sample-weighted means of the table and the tower."""
+
+    def __init__(self, ds, rc, seed):
+        self.ds, self.rc = ds, rc
+        d = rc["training"]["latent_dim"]
+        items, user = init_fcf(ds.num_items, d, seed)
+        self.server = items.clone()
+        self.tower = [t.clone() for t in init_linear_stack(rc["method"]["mlp_layers"], seed, "init-mlp")]
+        self.users = {u: user.clone() for u in range(ds.num_users)}
+        self.epochs: dict[int, int] = {}  # epochs each client ran in the last round
+
+    def _model(self, table, tower):
+        emb = torch.nn.Embedding.from_pretrained(table.clone(), freeze=False)
+        return emb, linear_stack([t.clone() for t in tower])
+
+    def _forward(self, user, emb, mlp, items):
+        q = emb(items)
+        return torch.sigmoid(mlp(torch.cat((user.expand(len(items), -1), q), dim=1)).view(-1))
+
+    def train_round(self, t, samples):
+        plan = plan_of(self.ds, self.rc, samples)
+        tr, opt_cfg = self.rc["training"], self.rc["method"]["optimizer"]
+        losses, tables, towers = {}, {}, {}
+        for rank, u in enumerate(plan.clients.tolist()):
+            user = torch.nn.Parameter(self.users[u].clone())
+            emb, mlp = self._model(self.server, self.tower)
+            opt = torch.optim.Adam(
+                [
+                    {"params": [user, emb.weight], "lr": opt_cfg["lr"]["embedding"]},
+                    {
+                        "params": list(mlp.parameters()),
+                        "lr": opt_cfg["lr"]["mlp"],
+                        "weight_decay": opt_cfg["weight_decay"]["mlp"],
+                    },
+                ]
+            )
+
+            step = functools.partial(self._step, opt, user, emb, mlp)
+            losses[u], self.epochs[u] = epoch_loop(
+                plan.client_batches(rank), int(plan.batches_per_epoch[rank]), tr["early_stop_threshold"], step
+            )
+            self.users[u] = user.data.clone()
+            tables[u] = emb.weight.data.clone()
+            towers[u] = [p.data.clone() for p in mlp.parameters()]
+        counts = plan.sample_counts[torch.argsort(plan.clients)].double()
+        w = counts / counts.sum()
+        n = self.ds.num_users
+        self.server = sum(w[u] * tables[u].double() for u in range(n)).float()
+        self.tower = [sum(w[u] * towers[u][i].double() for u in range(n)).float() for i in range(len(self.tower))]
+        return losses
+
+    def _step(self, opt, user, emb, mlp, items, labels):
+        opt.zero_grad()
+        loss = BCE(self._forward(user, emb, mlp, items), labels)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    @torch.no_grad()
+    def scores(self, candidates):
+        emb, mlp = self._model(self.server, self.tower)
+        return torch.stack([self._forward(self.users[u], emb, mlp, candidates[u]) for u in range(self.ds.num_users)])
