@@ -91,6 +91,13 @@ class RefPFedRec:
         opt_i.step()
         return loss.item()
 
+    def check_state(self, engine, close):
+        close(engine.item_table, self.server)
+        for u in range(self.ds.num_users):
+            weight, bias = self.heads[u].parameters()
+            close(engine.state["head.weight"][u], weight.data[0])
+            close(engine.state["head.bias"][u], bias.data)
+
     @torch.no_grad()
     def scores(self, candidates):
         return torch.stack(
@@ -158,7 +165,182 @@ class RefFedNCF:
         opt.step()
         return loss.item()
 
+    def check_state(self, engine, close):
+        close(engine.item_table, self.server)
+        for mine, theirs in zip(engine.mlp.values(), self.tower):
+            close(mine, theirs)
+        for u in range(self.ds.num_users):
+            close(engine.user_emb[u], self.users[u])
+
     @torch.no_grad()
     def scores(self, candidates):
         emb, mlp = self._model(self.server, self.tower)
         return torch.stack([self._forward(self.users[u], emb, mlp, candidates[u]) for u in range(self.ds.num_users)])
+
+
+class RefFedRAP:
+    """model/engine.py::federatedTrainOneRound of the released FedRAP: dense tables, one SGD with three
+    groups and weight decay on all, ExponentialLR(0.95) stepped after every batch, the round's lrs x0.97,
+    model/loss.py's BCE - lambda MSE(D, C) + mu L1(C), and its early stop (no epsilon)."""
+
+    def __init__(self, ds, rc, seed):
+        from fedem.rng import torch_gen
+
+        self.ds, self.rc = ds, rc
+        d = rc["training"]["latent_dim"]
+        personal = init_fcf(ds.num_items, d, seed)[0]
+        self.server = torch.randn((ds.num_items, d), generator=torch_gen(seed, "init-common-table"))
+        w, b = init_linear_stack([d, 1], seed, "init-score-head")
+        self.heads = {u: linear_stack([w, b]) for u in range(ds.num_users)}
+        self.personal = {u: personal.clone() for u in range(ds.num_users)}
+        self.epochs: dict[int, int] = {}
+
+    def _loss(self, head, emb_d, emb_c, items, labels):
+        hp = self.rc["method"]
+        d_rows, c_rows = emb_d(items), emb_c(items)
+        pred = torch.sigmoid(head(d_rows + c_rows).view(-1))
+        reg = torch.nn.L1Loss()(c_rows, torch.zeros_like(c_rows))
+        return BCE(pred, labels) - hp["lambda"] * torch.nn.MSELoss()(d_rows, c_rows) + hp["mu"] * reg
+
+    def train_round(self, t, samples):
+        plan = plan_of(self.ds, self.rc, samples)
+        hp, opt_cfg = self.rc["method"], self.rc["method"]["optimizer"]
+        decay = hp["round_decay"] ** t
+        losses, uploads = {}, {}
+        for rank, u in enumerate(plan.clients.tolist()):
+            emb_d = torch.nn.Embedding.from_pretrained(self.personal[u].clone(), freeze=False)
+            emb_c = torch.nn.Embedding.from_pretrained(self.server.clone(), freeze=False)
+            head = self.heads[u]
+            opt = torch.optim.SGD(
+                [
+                    {"params": head.parameters(), "lr": opt_cfg["lr"]["head"] * decay},
+                    {"params": emb_d.parameters(), "lr": opt_cfg["lr"]["tables"] * decay},
+                    {"params": emb_c.parameters(), "lr": opt_cfg["lr"]["tables"] * decay},
+                ],
+                weight_decay=opt_cfg["weight_decay"]["tables"],
+            )
+            sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=opt_cfg["step_decay"])
+            batches, per_epoch = plan.client_batches(rank), int(plan.batches_per_epoch[rank])
+            loss_sum, n_sum, history = 0.0, 0, []
+            for epoch in range(len(batches) // per_epoch):
+                for items, labels in batches[epoch * per_epoch : (epoch + 1) * per_epoch]:
+                    opt.zero_grad()
+                    loss = self._loss(head, emb_d, emb_c, items, labels)
+                    loss.backward()
+                    opt.step()
+                    sched.step()
+                    loss_sum += loss.item() * len(items)
+                    n_sum += len(items)
+                history.append(loss_sum / n_sum)
+                tol = self.rc["training"]["early_stop_threshold"]
+                if epoch > 0 and abs(history[epoch] - history[epoch - 1]) / abs(history[epoch - 1]) < tol:
+                    break
+            losses[u], self.epochs[u] = loss_sum / n_sum, len(history)
+            self.personal[u] = emb_d.weight.data.clone()
+            uploads[u] = emb_c.weight.data.clone()
+        self.server = torch.stack([uploads[u] for u in range(self.ds.num_users)]).mean(0)
+        return losses
+
+    def check_state(self, engine, close):
+        close(engine.common, self.server)
+        for u in range(self.ds.num_users):
+            close(engine.state["personal"][u], self.personal[u])
+            weight, bias = self.heads[u].parameters()
+            close(engine.state["head.weight"][u], weight.data[0])
+            close(engine.state["head.bias"][u], bias.data)
+
+    @torch.no_grad()
+    def scores(self, candidates):
+        out = []
+        for u in range(self.ds.num_users):
+            rows = self.personal[u][candidates[u]] + self.server[candidates[u]]
+            out.append(torch.sigmoid(self.heads[u](rows).view(-1)))
+        return torch.stack(out)
+
+
+class RefGPFedRec:
+    """engine.py::fed_train_a_round / fed_train_single_batch / aggregate_clients_params and utils.py's
+    graph functions of the released GPFedRec (sklearn's pairwise cosine distances, the threshold rule)."""
+
+    def __init__(self, ds, rc, seed):
+        self.ds, self.rc = ds, rc
+        hp, d = rc["method"], rc["training"]["latent_dim"]
+        items, user = init_fcf(ds.num_items, d, seed)
+        tower = init_linear_stack(hp["mlp_layers"], seed, "init-mlp")
+        self.users = {u: user.clone() for u in range(ds.num_users)}
+        self.towers = {u: linear_stack(tower) for u in range(ds.num_users)}
+        self.tables = {u: items.clone() for u in range(ds.num_users)}
+        self.targets = {u: items.clone() for u in range(ds.num_users)}
+        self.global_table = items.clone()
+
+    def _forward(self, user, emb, mlp, items):
+        return torch.sigmoid(mlp(torch.cat((user.expand(len(items), -1), emb(items)), dim=1)).view(-1))
+
+    def train_round(self, t, samples):
+        plan = plan_of(self.ds, self.rc, samples)
+        hp = self.rc["method"]
+        lr = hp["optimizer"]["lr"]
+        losses = {}
+        for rank, u in enumerate(plan.clients.tolist()):
+            user = torch.nn.Parameter(self.users[u].clone())
+            emb = torch.nn.Embedding.from_pretrained(self.global_table.clone(), freeze=False)
+            mlp = self.towers[u]
+            opts = [
+                torch.optim.SGD(mlp.parameters(), lr=lr["mlp"]),
+                torch.optim.SGD([user], lr=lr["user"] * hp["lr_eta"] - lr["user"]),
+                torch.optim.SGD(emb.parameters(), lr=lr["items"] * self.ds.num_items * hp["lr_eta"] - lr["items"]),
+            ]
+            step = functools.partial(self._step, opts, user, emb, mlp, self.targets[u], hp["reg"])
+            losses[u], _ = epoch_loop(plan.client_batches(rank), int(plan.batches_per_epoch[rank]), 1.0, step)
+            self.users[u] = user.data.clone()
+            self.tables[u] = emb.weight.data.clone()
+        self._aggregate()
+        return losses
+
+    def _step(self, opts, user, emb, mlp, target, reg, items, labels):
+        for opt in opts:
+            opt.zero_grad()
+        loss = BCE(self._forward(user, emb, mlp, items), labels)
+        loss = loss + reg * torch.nn.MSELoss()(emb.weight, target)
+        loss.backward()
+        for opt in opts:
+            opt.step()
+        return loss.item()
+
+    def _aggregate(self):
+        import numpy as np
+        from sklearn.metrics import pairwise_distances
+
+        hp, n = self.rc["method"], self.ds.num_users
+        flat = np.stack([self.tables[u].numpy().reshape(-1) for u in range(n)]).astype("float32")
+        relation = pairwise_distances(flat, metric="cosine")
+        if hp["graph"] == "similarity":
+            relation = 1 - relation
+        graph = np.zeros(relation.shape, dtype="float32")
+        threshold = np.mean(relation) * hp["neighborhood_threshold"]
+        for i in range(n):
+            high = np.sum(relation[i] > threshold)
+            if high > 0:
+                graph[i][relation[i] > threshold] = 1 / high
+            else:
+                graph[i][i] = 1
+        aggregated = flat
+        for _ in range(hp["mp_layers"]):
+            aggregated = graph @ aggregated
+        self.targets = {u: torch.from_numpy(aggregated[u].reshape(self.tables[u].shape)).clone() for u in range(n)}
+        self.global_table = sum(self.targets.values()) / n
+
+    def check_state(self, engine, close):
+        close(engine.global_table, self.global_table)
+        for u in range(self.ds.num_users):
+            close(engine.targets[u], self.targets[u])
+            close(engine.tables[u], self.tables[u])
+            close(engine.state["user"][u], self.users[u])
+
+    @torch.no_grad()
+    def scores(self, candidates):
+        out = []
+        for u in range(self.ds.num_users):
+            emb = torch.nn.Embedding.from_pretrained(self.tables[u])
+            out.append(self._forward(self.users[u], emb, self.towers[u], candidates[u]))
+        return torch.stack(out)

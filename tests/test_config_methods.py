@@ -51,15 +51,16 @@ def test_a_variant_is_checked_against_its_base(config):
     cfg = with_variant(config)
     cfg["methods"]["fedem-avg"]["base"] = "fedx"
     with pytest.raises(
-        ConfigError, match="unknown method 'fedx' \\(its base\\); implemented: fedem, fedmf, local, neg-count"
+        ConfigError,
+        match="unknown method 'fedx' \\(its base\\); implemented: fedem, fedmf, fedncf, fedrap, gpfedrec, local, neg-count, pfedrec",
     ):
         validate(cfg)
 
 
 def test_a_block_without_base_must_name_an_implemented_method(config):
     cfg = copy.deepcopy(config)
-    cfg["methods"]["fedncf"] = {"role": "learning"}
-    with pytest.raises(ConfigError, match="unknown method 'fedncf'.*base: <method>"):
+    cfg["methods"]["fedca"] = {"role": "learning"}
+    with pytest.raises(ConfigError, match="unknown method 'fedca'.*base: <method>"):
         validate(cfg)
 
 
