@@ -34,7 +34,7 @@ def test_update_then_check_passes(setup):
     config, results, expected, args = setup
     data = json.loads(expected.read_text())
     assert data["atol"] == 0.02 and "do not edit by hand" in data["about"]
-    assert len(data["runs"]) == 2 * 4 + 2  # 8 runs and 2 probe runs
+    assert len(data["runs"]) == 2 * len(config["grid"]["methods"]) + 2  # every run of both protocols, 2 probe runs
     assert f"run:{KEY.label}" in data["runs"] and "probe:clean/filmtrust/fedem/seed0" in data["runs"]
     assert main(args) == 0
 

@@ -220,7 +220,7 @@ def test_all_runs_csv_has_one_row_per_current_run(tmp_path, results, config):
     out = tmp_path / "t"
     write_tables(collect(results, config), out)
     lines = (out / "all_runs.csv").read_text().splitlines()
-    assert len(lines) == 1 + 2 * 2 * 4 * len(SEEDS)
+    assert len(lines) == 1 + 2 * 2 * len(config["grid"]["methods"]) * len(SEEDS)
     assert lines[0].startswith("protocol,dataset,method,seed,selected_round")
 
 

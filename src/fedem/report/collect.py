@@ -54,6 +54,15 @@ class Collection:
         return tuple(methods_with_role(self.config, "sanity"))
 
     @property
+    def centralised_methods(self) -> tuple[str, ...]:
+        """Centralised upper references (role: centralised): shown apart, never ranked with the federated."""
+        return tuple(methods_with_role(self.config, "centralised"))
+
+    @property
+    def unranked_methods(self) -> tuple[str, ...]:
+        return self.centralised_methods + self.sanity_methods
+
+    @property
     def probed_methods(self) -> tuple[str, ...]:
         """Grid methods whose block says `probes: true` (aggregation-bottleneck probe runs)."""
         return probed_methods(self.config)

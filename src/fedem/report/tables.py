@@ -41,12 +41,27 @@ def output_files(config: dict) -> list[str]:
 
 
 def ordered_methods(coll: Collection) -> list[str]:
-    methods, sanity = coll.grid["methods"], coll.sanity_methods
-    return [m for m in methods if m not in sanity] + [m for m in methods if m in sanity]
+    """Federated methods, then the centralised references, then the sanity floors."""
+    methods, unranked = coll.grid["methods"], coll.unranked_methods
+    return [m for m in methods if m not in unranked] + [
+        m for group in (coll.centralised_methods, coll.sanity_methods) for m in methods if m in group
+    ]
 
 
 def method_label(coll: Collection, method: str) -> str:
-    return f"{method} (sanity floor, no learning)" if method in coll.sanity_methods else method
+    if method in coll.sanity_methods:
+        return f"{method} (sanity floor, no learning)"
+    if method in coll.centralised_methods:
+        return f"{method} (centralised, upper reference)"
+    return method
+
+
+def starts_group(coll: Collection, methods: list[str], i: int) -> bool:
+    """A rule above the first centralised and the first sanity row."""
+    for group in (coll.centralised_methods, coll.sanity_methods):
+        if methods[i] in group and (i == 0 or methods[i - 1] not in group):
+            return True
+    return False
 
 
 def common_warnings(coll: Collection) -> list[str]:
@@ -60,6 +75,13 @@ def common_warnings(coll: Collection) -> list[str]:
     for entry in coll.left_out():
         out.append(f"dataset {entry['dataset']} is left out: {entry['detail']}.")
     return out
+
+
+def _centralised_note(coll: Collection) -> str:
+    present = [m for m in coll.centralised_methods if m in coll.grid["methods"]]
+    if not present:
+        return ""
+    return f"{', '.join(present)} are centralised (trained on every user's data, not federated): upper references, never ranked; "
 
 
 def _seed_note(coll: Collection) -> str:
@@ -93,7 +115,7 @@ def main_table(coll: Collection, protocol: str, split: str) -> Table:
         caption=(
             f"Metrics: {SPLIT_LABEL[split]}, at the round with the best validation HR@10 (earliest on ties). "
             f"{_seed_note(coll)} Per column, bold = best and underlined = second best among the learning "
-            f"methods; {', '.join(coll.sanity_methods) or 'a sanity method'} is the no-learning sanity floor of "
+            f"federated methods; {_centralised_note(coll)}{', '.join(coll.sanity_methods) or 'a sanity method'} is the no-learning sanity floor of "
             f"PROTOCOL.md §6 and is never ranked; † marks "
             f"a method not above that floor. The last rows give {coll.proposed}'s relative improvement over the best "
             f"other method and the two-sided paired t-test p-value over seeds."
@@ -113,7 +135,7 @@ def main_table(coll: Collection, protocol: str, split: str) -> Table:
         for meth in methods
     }
     column_ranks = {
-        (d, m): ranks({meth: cells[(d, m, meth)] for meth in methods}, coll.sanity_methods)
+        (d, m): ranks({meth: cells[(d, m, meth)] for meth in methods}, coll.unranked_methods)
         for d in datasets
         for m in metrics
     }
@@ -127,14 +149,13 @@ def main_table(coll: Collection, protocol: str, split: str) -> Table:
         for d in datasets:
             for m in metrics:
                 rank = column_ranks[(d, m)].get(method)
-                text = _cell_text(cells[(d, m, method)], n_grid, floors[(d, m)], method in coll.sanity_methods)
+                text = _cell_text(cells[(d, m, method)], n_grid, floors[(d, m)], method in coll.unranked_methods)
                 row.append(Text(text, bold=rank == 1, underline=rank == 2))
-        first_sanity = method in coll.sanity_methods and (i == 0 or methods[i - 1] not in coll.sanity_methods)
-        table.add_row(row, rule_before=first_sanity)
+        table.add_row(row, rule_before=starts_group(coll, methods, i))
     if coll.proposed in methods and datasets:
         comps = {
             (d, m): compare_to_best_baseline(
-                {meth: cells[(d, m, meth)] for meth in methods}, coll.proposed, coll.sanity_methods
+                {meth: cells[(d, m, meth)] for meth in methods}, coll.proposed, coll.unranked_methods
             )
             for d in datasets
             for m in metrics
@@ -175,8 +196,7 @@ def test_selected_table(coll: Collection, protocol: str) -> Table:
         for d in datasets:
             row.append(_cell_text(Cell(coll.values(protocol, d, method, ("selected", "test", "hr@10"))), n_grid))
             row.append(_cell_text(Cell(coll.values(protocol, d, method, ("test_selected", "test", "hr@10"))), n_grid))
-        first_sanity = method in coll.sanity_methods and (i == 0 or methods[i - 1] not in coll.sanity_methods)
-        table.add_row(row, rule_before=first_sanity)
+        table.add_row(row, rule_before=starts_group(coll, methods, i))
     return table
 
 
