@@ -344,3 +344,63 @@ class RefGPFedRec:
             emb = torch.nn.Embedding.from_pretrained(self.tables[u])
             out.append(self._forward(self.users[u], emb, self.towers[u], candidates[u]))
         return torch.stack(out)
+
+
+class RefCoLR:
+    """fedrec/fedmf_colr.py's model (Q = W + A B, W and B frozen, A from zero each round) with the
+    package's client protocol (a fresh Adam on p_u and A, the running-loss early stop) and the released
+    server: the item-wise mean of A over the clients that touched each item, folded into W."""
+
+    def __init__(self, ds, rc, seed):
+        from fedem.rng import torch_gen
+
+        self.ds, self.rc, self.seed = ds, rc, seed
+        d, std = rc["training"]["latent_dim"], rc["method"]["init_std"]
+        self.server = torch.randn((ds.num_items, d), generator=torch_gen(seed, "init-item-table")) * std
+        user = torch.randn((d,), generator=torch_gen(seed, "init-user-embedding")) * std
+        self.users = {u: user.clone() for u in range(ds.num_users)}
+        self.epochs: dict[int, int] = {}
+
+    def train_round(self, t, samples):
+        from fedem.methods.colr import correlated_basis
+
+        plan = plan_of(self.ds, self.rc, samples)
+        hp, tr = self.rc["method"], self.rc["training"]
+        basis = correlated_basis(hp["rank"], self.server.shape[1], self.seed, t)
+        total = torch.zeros(self.ds.num_items, hp["rank"])
+        touched = torch.zeros(self.ds.num_items)
+        losses = {}
+        for rank, u in enumerate(plan.clients.tolist()):
+            user = torch.nn.Parameter(self.users[u].clone())
+            update = torch.nn.Parameter(torch.zeros(self.ds.num_items, hp["rank"]))
+            opt = torch.optim.Adam([user, update], lr=hp["optimizer"]["lr"]["embedding"])
+            step = functools.partial(self._step, opt, user, update, basis)
+            batches = plan.client_batches(rank)
+            losses[u], self.epochs[u] = epoch_loop(
+                batches, int(plan.batches_per_epoch[rank]), tr["early_stop_threshold"], step
+            )
+            self.users[u] = user.data.clone()
+            seen = torch.unique(torch.cat([items for items, _ in batches]))
+            total += update.data
+            touched[seen] += 1
+        self.server = self.server + (total / touched.clamp(min=1).unsqueeze(1)) @ basis
+        return losses
+
+    def _step(self, opt, user, update, basis, items, labels):
+        opt.zero_grad()
+        rows = self.server[items] + update[items] @ basis
+        loss = BCE(torch.sigmoid(rows @ user), labels)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    def check_state(self, engine, close):
+        close(engine.item_table, self.server)
+        for u in range(self.ds.num_users):
+            close(engine.user_emb[u], self.users[u])
+
+    @torch.no_grad()
+    def scores(self, candidates):
+        return torch.stack(
+            [torch.sigmoid(self.server[candidates[u]] @ self.users[u]) for u in range(self.ds.num_users)]
+        )

@@ -44,6 +44,11 @@ def with_block(method: str, path: str, value):
         ("gpfedrec", "mp_layers", 0, "methods.gpfedrec.mp_layers"),
         ("gpfedrec", "dp", -0.1, "methods.gpfedrec.dp"),
         ("gpfedrec", "optimizer.lr", {"mlp": 0.1, "items": 0.1}, "methods.gpfedrec.optimizer.lr"),
+        ("colr", "rank", 0, "methods.colr.rank"),
+        ("colr", "optimizer.lr", {"update": 0.1}, "methods.colr.optimizer.lr"),
+        ("mf", "init_std", 0, "methods.mf.init_std"),
+        ("lightgcn", "layers", -1, "methods.lightgcn.layers"),
+        ("ncf", "optimizer.name", "sgd", "methods.ncf.optimizer.name"),
     ],
 )
 def test_bad_hyper_parameters_are_rejected_naming_the_key(method, path, value, named):
@@ -61,7 +66,7 @@ def test_a_tower_that_does_not_read_concat_p_q_is_rejected_before_training(tiny_
 
 def test_every_baseline_block_of_the_config_validates():
     cfg = validate(copy.deepcopy(CONFIG))
-    for method in ("fedncf", "pfedrec", "fedrap", "gpfedrec"):
+    for method in ("fedncf", "pfedrec", "fedrap", "gpfedrec", "colr", "mf", "ncf", "lightgcn"):
         assert run_config(cfg, "authors", method)["method"]["base"] == method
 
 

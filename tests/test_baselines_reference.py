@@ -9,10 +9,10 @@ from fedem.methods import get_method
 from fedem.methods.base import MethodContext
 
 from conftest import round_data, tiny_run_config
-from reference_baselines import RefFedNCF, RefFedRAP, RefGPFedRec, RefPFedRec
+from reference_baselines import RefCoLR, RefFedNCF, RefFedRAP, RefGPFedRec, RefPFedRec
 
 ATOL = 1e-4
-REFERENCES = {"pfedrec": RefPFedRec, "fedncf": RefFedNCF, "fedrap": RefFedRAP, "gpfedrec": RefGPFedRec}
+REFERENCES = {"pfedrec": RefPFedRec, "fedncf": RefFedNCF, "fedrap": RefFedRAP, "gpfedrec": RefGPFedRec, "colr": RefCoLR}
 # Adam at lr 0.1 on the ReLU tower amplifies float32 roundoff ~100x per round (measured on this tiny
 # dataset: tables differ by 3e-6, 3e-4, 4e-2 after rounds 0-2, with the same code at lr 0.01: 1e-6
 # throughout), the chaos the fedem adapter test notes too; so the tower methods are checked at lr 0.01.
@@ -37,6 +37,9 @@ CASES = [
     # GPFedRec: one epoch (released), the whole-table pull, the server graph both ways
     ("gpfedrec", {"local_epochs": 1}, {}),
     ("gpfedrec", {"local_epochs": 1}, {"graph": "similarity"}),
+    # CoLR on the package's client protocol (Adam, early stop); its running loss falls > 20 % an epoch on
+    # the tiny set, so a threshold of 0.4 is what makes clients stop at different epochs
+    ("colr", {"early_stop_threshold": 0.4, "local_epochs": 5}, {}),
 ]
 
 
@@ -60,7 +63,7 @@ def test_engine_matches_per_client_reference(tiny_dataset, method, training, hpa
         torch.testing.assert_close(scores, ref.scores(candidates), atol=ATOL, rtol=1e-4)
         torch.testing.assert_close(engine.score_all(users).gather(1, candidates), scores)
         epochs_seen |= set(getattr(ref, "epochs", {}).values())
-    if method in ("fedncf", "fedrap"):
+    if method in ("fedncf", "fedrap", "colr"):
         assert len(epochs_seen) > 1, "the early-stop case must have clients stopping at different epochs"
     ref.check_state(engine, close)
 
