@@ -404,3 +404,60 @@ class RefCoLR:
         return torch.stack(
             [torch.sigmoid(self.server[candidates[u]] @ self.users[u]) for u in range(self.ds.num_users)]
         )
+
+
+class RefFedCIA:
+    """flalgorithm/fedcia_param.py's round on one-user clients: each client's FCF training (the
+    package's local step, tests/reference.py), the upload Q_u Q_u^T + Laplace noise (the same draw as the
+    engine's: its sum over clients), the unweighted mean S, then per client 100 steps of torch.optim.SGD
+    with weight decay on Q_u alone of the unsquared Frobenius loss torch.norm(Q_u Q_u^T - S)."""
+
+    def __init__(self, ds, rc, seed):
+        from reference import RefFCF
+
+        self.ds, self.rc, self.seed = ds, rc, seed
+        items, user = init_fcf(ds.num_items, rc["training"]["latent_dim"], seed)
+        self.models = [RefFCF(items, user, None) for _ in range(ds.num_users)]
+
+    def train_round(self, t, samples):
+
+        from fedem.rng import numpy_rng
+
+        from reference import train_client
+
+        plan = plan_of(self.ds, self.rc, samples)
+        hp, tr = self.rc["method"], self.rc["training"]
+        losses = {}
+        for rank, u in enumerate(plan.clients.tolist()):
+            losses[u] = train_client(
+                self.models[u],
+                plan.client_batches(rank),
+                hp["optimizer"]["lr"]["embedding"],
+                None,
+                int(plan.batches_per_epoch[rank]),
+                tr["early_stop_threshold"],
+            )
+        n, m = self.ds.num_users, self.ds.num_items
+        tables = [model.item_embeddings.weight.data for model in self.models]
+        total = sum(q.double() @ q.double().T for q in tables)
+        rng = numpy_rng(self.seed, "fedcia-upload-noise", t)
+        b = hp["noise_scale"]
+        total = total + torch.from_numpy(b * (rng.gamma(n, 1.0, size=(m, m)) - rng.gamma(n, 1.0, size=(m, m))))
+        target = (total / n).float()
+        for model in self.models:
+            q = model.item_embeddings.weight
+            opt = torch.optim.SGD([q], lr=hp["align_lr"], weight_decay=hp["align_wd"])
+            for _ in range(hp["align_steps"]):
+                opt.zero_grad()
+                torch.norm(q @ q.T - target).backward()
+                opt.step()
+        return losses
+
+    def check_state(self, engine, close):
+        for u, model in enumerate(self.models):
+            close(engine.tables[u], model.item_embeddings.weight.data)
+            close(engine.user_emb[u], model.user_embedding.data)
+
+    @torch.no_grad()
+    def scores(self, candidates):
+        return torch.stack([model(candidates[u]) for u, model in enumerate(self.models)])

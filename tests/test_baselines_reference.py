@@ -9,10 +9,17 @@ from fedem.methods import get_method
 from fedem.methods.base import MethodContext
 
 from conftest import round_data, tiny_run_config
-from reference_baselines import RefCoLR, RefFedNCF, RefFedRAP, RefGPFedRec, RefPFedRec
+from reference_baselines import RefCoLR, RefFedCIA, RefFedNCF, RefFedRAP, RefGPFedRec, RefPFedRec
 
 ATOL = 1e-4
-REFERENCES = {"pfedrec": RefPFedRec, "fedncf": RefFedNCF, "fedrap": RefFedRAP, "gpfedrec": RefGPFedRec, "colr": RefCoLR}
+REFERENCES = {
+    "pfedrec": RefPFedRec,
+    "fedncf": RefFedNCF,
+    "fedrap": RefFedRAP,
+    "gpfedrec": RefGPFedRec,
+    "colr": RefCoLR,
+    "fedcia": RefFedCIA,
+}
 # Adam at lr 0.1 on the ReLU tower amplifies float32 roundoff ~100x per round (measured on this tiny
 # dataset: tables differ by 3e-6, 3e-4, 4e-2 after rounds 0-2, with the same code at lr 0.01: 1e-6
 # throughout), the chaos the fedem adapter test notes too; so the tower methods are checked at lr 0.01.
@@ -40,6 +47,9 @@ CASES = [
     # CoLR on the package's client protocol (Adam, early stop); its running loss falls > 20 % an epoch on
     # the tiny set, so a threshold of 0.4 is what makes clients stop at different epochs
     ("colr", {"early_stop_threshold": 0.4, "local_epochs": 5}, {}),
+    # FedCIA: local FCF training with early stops at different epochs, then the eigenbasis alignment
+    # against 100 plain autograd SGD steps on ||Q Q^T - S||_F per client
+    ("fedcia", {"early_stop_threshold": 0.05}, {}),
 ]
 
 
