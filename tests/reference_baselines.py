@@ -461,3 +461,96 @@ class RefFedCIA:
     @torch.no_grad()
     def scores(self, candidates):
         return torch.stack([model(candidates[u]) for u, model in enumerate(self.models)])
+
+
+class RefFedFast:
+    """FedFast's round as the paper and the spec's bug-fixed ActvAGG describe it, with plain loops over
+    delegates and items: the FCF reference client (tests/reference.py) per delegate, the L1-change-weighted
+    item rows, the delegates' user rows written back, the mean delegate change of each cluster added to its
+    other users with gamma_t. It shares the engine's k-means and ActvSAMP draws (tested on their own)."""
+
+    def __init__(self, ds, rc, seed):
+        self.ds, self.rc, self.seed = ds, rc, seed
+        items, user = init_fcf(ds.num_items, rc["training"]["latent_dim"], seed)
+        self.server = items.clone()
+        self.users = user.expand(ds.num_users, -1).clone()
+
+    def _train(self, client_ids, samples):
+        from reference import RefFCF, train_client
+
+        tr, lr = self.rc["training"], self.rc["method"]["optimizer"]["lr"]["embedding"]
+        plan = build_plan(samples, torch.tensor(client_ids), tr["batch_size"], tr["local_epochs"], "cpu")
+        out = {}
+        for rank, u in enumerate(plan.clients.tolist()):
+            model = RefFCF(self.server, self.users[u], None)
+            loss = train_client(
+                model,
+                plan.client_batches(rank),
+                lr,
+                None,
+                int(plan.batches_per_epoch[rank]),
+                tr["early_stop_threshold"],
+            )
+            out[u] = (
+                loss,
+                model.user_embedding.data.clone(),
+                model.item_embeddings.weight.data.clone(),
+                plan.sample_counts[rank],
+            )
+        return out
+
+    def train_round(self, t, samples):
+        import math
+
+        from fedem.methods.fedfast import active_sample, kmeans
+        from fedem.rng import numpy_rng, torch_gen
+
+        hp, n = self.rc["method"], self.ds.num_users
+
+        def cluster(r):
+            return kmeans(
+                self.users, hp["clusters"], torch_gen(self.seed, "fedfast-kmeans", r), hp["kmeans_iterations"]
+            )
+
+        if t == 0:
+            trained = self._train(list(range(n)), samples)
+            total = sum(float(c) for *_, c in trained.values())
+            self.server = sum(float(c) / total * q.double() for _, _, q, c in trained.values()).float()
+            for u, (_, p, _, _) in trained.items():
+                self.users[u] = p
+            self.labels = cluster(0)
+            return {u: v[0] for u, v in trained.items()}
+        delegates = active_sample(
+            self.labels.numpy(), hp["clusters"], hp["delegate_ratio"], numpy_rng(self.seed, "fedfast-sample", t)
+        ).tolist()
+        trained = self._train(delegates, samples)
+        new_table = self.server.clone()
+        for j in range(self.ds.num_items):
+            weights = {k: float((q[j] - self.server[j]).abs().sum()) for k, (_, _, q, _) in trained.items()}
+            if sum(weights.values()) > 0:
+                new_table[j] = sum(w * trained[k][2][j] for k, w in weights.items()) / sum(weights.values())
+        before = self.users.clone()
+        for k, (_, p, _, _) in trained.items():
+            self.users[k] = p
+        self.server = new_table
+        self.labels = cluster(t)
+        gamma = hp["gamma0"] * math.exp(-hp["gamma_decay"] * t)
+        for c in set(self.labels.tolist()):
+            in_c = [k for k in delegates if int(self.labels[k]) == c]
+            if not in_c:
+                continue
+            mean = sum(self.users[k] - before[k] for k in in_c) / len(in_c)
+            for s in range(n):
+                if int(self.labels[s]) == c and s not in delegates:
+                    self.users[s] = before[s] + gamma * mean
+        return {u: v[0] for u, v in trained.items()}
+
+    def check_state(self, engine, close):
+        close(engine.item_table, self.server)
+        close(engine.user_emb, self.users)
+
+    @torch.no_grad()
+    def scores(self, candidates):
+        return torch.stack(
+            [torch.sigmoid(self.server[candidates[u]] @ self.users[u]) for u in range(self.ds.num_users)]
+        )

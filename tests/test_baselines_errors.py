@@ -46,6 +46,8 @@ def with_block(method: str, path: str, value):
         ("gpfedrec", "optimizer.lr", {"mlp": 0.1, "items": 0.1}, "methods.gpfedrec.optimizer.lr"),
         ("colr", "rank", 0, "methods.colr.rank"),
         ("fedcia", "align_steps", -1, "methods.fedcia.align_steps"),
+        ("fedfast", "delegate_ratio", 1.5, "methods.fedfast.delegate_ratio"),
+        ("fedfast", "clusters", 0, "methods.fedfast.clusters"),
         ("fedcia", "noise_scale", -0.001, "methods.fedcia.noise_scale"),
         ("colr", "optimizer.lr", {"update": 0.1}, "methods.colr.optimizer.lr"),
         ("mf", "init_std", 0, "methods.mf.init_std"),
@@ -68,7 +70,7 @@ def test_a_tower_that_does_not_read_concat_p_q_is_rejected_before_training(tiny_
 
 def test_every_baseline_block_of_the_config_validates():
     cfg = validate(copy.deepcopy(CONFIG))
-    for method in ("fedncf", "pfedrec", "fedrap", "gpfedrec", "colr", "fedcia", "mf", "ncf", "lightgcn"):
+    for method in ("fedncf", "pfedrec", "fedrap", "gpfedrec", "colr", "fedfast", "fedcia", "mf", "ncf", "lightgcn"):
         assert run_config(cfg, "authors", method)["method"]["base"] == method
 
 

@@ -70,7 +70,7 @@ def test_cli_unknown_method_and_dataset_list_valid_keys(tmp_path):
     r = fedem_cli("train", "--dataset", "filmtrust", "--method", "fedavg", "--seed", "0", "--out", str(out))
     assert r.returncode == 2 and "method 'fedavg' has no block under 'methods'" in r.stderr
     assert (
-        "configured: colr, fedcia, fedem, fedmf, fedncf, fedrap, gpfedrec, lightgcn, local, mf, ncf, neg-count, pfedrec"
+        "configured: colr, fedcia, fedem, fedfast, fedmf, fedncf, fedrap, gpfedrec, lightgcn, local, mf, ncf, neg-count, pfedrec"
         in r.stderr
     )
     r = fedem_cli("train", "--dataset", "netflix", "--method", "fedem", "--seed", "0", "--out", str(out))
