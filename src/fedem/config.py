@@ -50,7 +50,7 @@ def load_schema() -> dict:
 
 # keys of a method block that say what the method is and how it is shown, not how it trains: a run
 # records the rest (fedem.config.run_config)
-PRESENTATION_KEYS = ("role", "ablation_of", "probes")
+PRESENTATION_KEYS = ("role", "ablation_of", "probes", "label")
 
 
 def _raise_first(errors, source: str, prefix: tuple = ()) -> None:

@@ -49,11 +49,12 @@ def ordered_methods(coll: Collection) -> list[str]:
 
 
 def method_label(coll: Collection, method: str) -> str:
+    name = coll.config["methods"].get(method, {}).get("label", method)
     if method in coll.sanity_methods:
-        return f"{method} (sanity floor, no learning)"
+        return f"{name} (sanity floor, no learning)"
     if method in coll.centralised_methods:
-        return f"{method} (centralised, upper reference)"
-    return method
+        return f"{name} (centralised, upper reference)"
+    return name
 
 
 def starts_group(coll: Collection, methods: list[str], i: int) -> bool:
