@@ -100,7 +100,7 @@ def code_version() -> str:
             cwd=_PACKAGE_DIR,
             capture_output=True,
             text=True,
-            timeout=10,
+            timeout=60,  # git refreshes its index first: seconds on a loaded machine (10 s timed out in grid jobs)
             check=True,
         )
         return f"{fedem.__version__}+git.{out.stdout.strip()}"
