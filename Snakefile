@@ -3,6 +3,7 @@
 #   snakemake --cores 8            prepare data, train every run of the grid, write tables and figures
 #   snakemake tables               tables only, from the result files already under results/
 #   snakemake figures              figures only, likewise
+#   snakemake --cores 8 ablation   one experiment of the paper (also: ldp, sensitivity, tsne, convergence)
 #   snakemake --report report.html an HTML report of the tables and figures (after a full run)
 #   snakemake --cores 2 --configfile config/smoke.yaml config/smoke_workflow.yaml   the CI smoke grid
 #
@@ -28,6 +29,7 @@ wildcard_constraints:
     method=any_wildcard(PACKAGE_CONFIG["methods"]),
     seed=r"\d+",
     variant=r"(dups|dedupe)-seed\d+-min\d+-neg\d+-v\d+",
+    table_set=any_wildcard(EXPERIMENTS),
 
 
 localrules:
@@ -39,6 +41,14 @@ localrules:
     render_convergence,
     render_probe_figures,
     render_protocol_gap,
+    render_experiment_tables,
+    render_sensitivity_figure,
+    render_tsne,
+    ablation,
+    ldp,
+    sensitivity,
+    tsne,
+    convergence,
 
 
 rule all:

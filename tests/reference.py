@@ -9,13 +9,18 @@ import cvxpy as cp
 import numpy as np
 import torch
 
-from fedem.rng import numpy_rng
+from fedem.methods.privacy import laplace_noise
+from fedem.rng import numpy_rng, torch_gen
 from fedem.training.schedule import build_plan
 
 
 class RefFCF(torch.nn.Module):
-    def __init__(self, items: torch.Tensor, user: torch.Tensor, adapter: list[torch.Tensor] | None):
+    """merge: FedEM's rule (elastic: the adapter MLP; dynamic: one learned logit; static: a constant)."""
+
+    def __init__(self, items, user, adapter: list[torch.Tensor] | None, merge="elastic", static_rho=None):
         super().__init__()
+        self.merge_kind, self.static_rho = merge, static_rho
+        self.merge_logit = torch.nn.Parameter(torch.zeros(1)) if merge == "dynamic" else None
         self.item_embeddings = torch.nn.Embedding.from_pretrained(items.clone(), freeze=False)
         self.user_embedding = torch.nn.Parameter(user.clone())
         self.adapter = None
@@ -30,9 +35,19 @@ class RefFCF(torch.nn.Module):
                 layers += [lin, torch.nn.ReLU() if i < n - 1 else torch.nn.Sigmoid()]
             self.adapter = torch.nn.Sequential(*layers)
 
+    def merge_params(self) -> list[torch.nn.Parameter]:
+        if self.merge_kind == "dynamic":
+            return [self.merge_logit]
+        return list(self.adapter.parameters()) if self.adapter is not None else []
+
     def merge(self, local, global_):
         delta = global_ - local
-        rho = self.adapter(torch.cat((local, delta), dim=-1))
+        if self.merge_kind == "elastic":
+            rho = self.adapter(torch.cat((local, delta), dim=-1))
+        elif self.merge_kind == "dynamic":
+            rho = torch.sigmoid(self.merge_logit)
+        else:
+            rho = self.static_rho
         return local + rho * delta
 
     def forward(self, items, global_table=None):
@@ -45,7 +60,8 @@ class RefFCF(torch.nn.Module):
 def train_client(model, batches, lr, lr_adapter, epochs_batches, threshold, global_table=None):
     """The authors' federatedTrainOneRound inner loop for one client."""
     opt = torch.optim.Adam([model.user_embedding, model.item_embeddings.weight], lr=lr)
-    opt_ad = torch.optim.Adam(model.adapter.parameters(), lr=lr_adapter) if global_table is not None else None
+    merge_params = model.merge_params() if global_table is not None else []
+    opt_ad = torch.optim.Adam(merge_params, lr=lr_adapter) if merge_params else None
     crit = torch.nn.BCELoss()
     loss_sum, n_sum, history = 0.0, 0, []
     per_epoch = epochs_batches
@@ -88,7 +104,11 @@ class Reference:
     def __init__(self, method, dataset, run_config, seed, init_items, init_user, init_adapter=None):
         self.method, self.ds, self.cfg, self.seed = method, dataset, run_config, seed
         U = dataset.num_users
-        self.models = [RefFCF(init_items, init_user, init_adapter) for _ in range(U)]
+        hp = run_config["method"]
+        self.merge_kind = hp.get("merge", "elastic")
+        self.models = [
+            RefFCF(init_items, init_user, init_adapter, self.merge_kind, hp.get("static_rho")) for _ in range(U)
+        ]
         self.global_items = init_items.clone()
         self.g_store: dict[int, torch.Tensor] = {}
 
@@ -104,6 +124,9 @@ class Reference:
             if self.method == "fedmf":
                 model.item_embeddings.weight.data.copy_(self.global_items)
             g = self.g_store.get(client) if self.method == "fedem" else None
+            if g is not None and self.merge_kind == "replace":  # the client takes G_u and trains unmerged
+                model.item_embeddings.weight.data.copy_(g)
+                g = None
             if g is not None:
                 with torch.no_grad():
                     model.item_embeddings.weight.data = model.merge(model.item_embeddings.weight.data, g)
@@ -126,6 +149,11 @@ class Reference:
             n_agg = int(self.ds.num_users * hp["agg_clients_ratio"])
             chosen = np.sort(numpy_rng(self.seed, "aggregation-set", t).choice(self.ds.num_users, n_agg, replace=False))
             tables = [self.models[u].item_embeddings.weight.data.clone() for u in chosen]
+            if hp.get("upload_noise", 0) > 0:  # the server sees noisy uploads (the same draws as the engine)
+                noise = laplace_noise(
+                    (n_agg, *tables[0].shape), hp["upload_noise"], torch_gen(self.seed, "upload-noise", t)
+                )
+                tables = [tab + noise[j] for j, tab in enumerate(tables)]
             c = [pca_sign_fixed(tab) for tab in tables]
             sim = np.array([[1 / (1 + float(torch.norm(ci - cj))) for cj in c] for ci in c])
             sim[sim > hp["sim_clip"]] = 1
@@ -146,6 +174,7 @@ class Reference:
             else:
                 rows = model.item_embeddings.weight.data[items]
                 if u in self.g_store:
-                    rows = model.merge(rows, self.g_store[u][items])
+                    g_rows = self.g_store[u][items]
+                    rows = g_rows if self.merge_kind == "replace" else model.merge(rows, g_rows)
             out.append(torch.sigmoid((model.user_embedding * rows).sum(-1)))
         return torch.stack(out)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedem.config import load_config, run_config
+from fedem.config import base_of, load_config, run_config
 from fedem.engine.results import RESULT_SCHEMA_VERSION, config_hash, sealed, training_code_hash
 from fedem.engine.selection import selection_blocks
 from fedem.report import layout
@@ -71,7 +71,7 @@ def make_result(
             "config": rc,
             "config_hash": config_hash(rc),
             "data_hash": data_hash,
-            "code_hash": code_hash or training_code_hash(key.method),
+            "code_hash": code_hash or training_code_hash(base_of(config, key.method)),
             "code_version": "test",
             "torch_version": "test",
             "device": "cpu",
@@ -103,6 +103,22 @@ def write_grid_results(results: Path, config: dict, rounds: int = 5) -> list[Pat
         for d in grid["datasets"]:
             for m in grid["methods"]:
                 for s in grid["seeds"]:
+                    key = RunKey(p, d, m, s)
+                    paths.append(
+                        write_json(layout.run_path(results, key), make_result(config, key, level_of(key), rounds))
+                    )
+    return paths
+
+
+def write_planned_results(results: Path, config: dict, rounds: int = 5) -> list[Path]:
+    """Every run the workflow plans: Table 1's grid and each experiment's variants with their seeds."""
+    from fedem.config import planned_methods, planned_seeds
+
+    paths = []
+    for p in config["grid"]["protocols"]:
+        for d in config["grid"]["datasets"]:
+            for m in planned_methods(config):
+                for s in sorted(planned_seeds(config, m)):
                     key = RunKey(p, d, m, s)
                     paths.append(
                         write_json(layout.run_path(results, key), make_result(config, key, level_of(key), rounds))
@@ -157,7 +173,8 @@ def make_probe(key: RunKey, rounds: int = 6, clients: int = 40, seed: int = 0) -
     }
 
 
-def write_grid_probes(results: Path, config: dict) -> list[Path]:
+def write_grid_probes(results: Path, config: dict, snapshot_items: int = 0) -> list[Path]:
+    """Probe files of fedem; with snapshot_items, the last round's first record holds three random tables."""
     grid = config["grid"]
     paths = []
     for p in grid["protocols"]:
@@ -166,6 +183,14 @@ def write_grid_probes(results: Path, config: dict) -> list[Path]:
                 key = RunKey(p, d, "fedem", s)
                 result = make_result(config, key, 0.5, probe=True)
                 probe = make_probe(key, seed=s)
+                if snapshot_items:
+                    rng = np.random.default_rng(s)
+                    last = max(r["round"] for r in probe["records"])
+                    rec = next(r for r in probe["records"] if r["round"] == last)
+                    rec["tables"] = {
+                        m: rng.normal(size=(snapshot_items, 4)).round(6).tolist()
+                        for m in ("local", "aggregated", "merged")
+                    }
                 probe.update({k: result[k] for k in ("config_hash", "code_hash", "data_hash")})  # as the CLI writes it
                 paths.append(write_json(layout.probe_path(results, key), sealed(probe)))
                 write_json(layout.probe_result_path(results, key), result)

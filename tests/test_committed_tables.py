@@ -78,7 +78,7 @@ def test_readme_results_block_is_rendered_not_typed():
 
     text = (REPO / "README.md").read_text()
     block = BEGIN + text.split(BEGIN, 1)[1].split(END, 1)[0] + END
-    assert block == render(REPO / TABLES, REPO / RESULTS), (
+    assert block == render(REPO / TABLES, REPO / RESULTS, load_config(REPO / "config" / "config.yaml")), (
         "README.md's results block differs from the committed tables/timings: run "
         "`python -m fedem.report readme` (the tables step does it)"
     )

@@ -41,11 +41,14 @@ def test_figures_command_writes_every_figure_pdf_and_png(tmp_path, results, conf
     cfg.write_text(yaml.safe_dump(config))
     out = tmp_path / "figures"
     assert main(["figures", "--config", str(cfg), "--results", str(results), "--out", str(out)]) == 0
-    names = [convergence_name("filmtrust"), PROTOCOL_GAP] + [probe_name(k, "filmtrust") for k in KINDS]
+    column = [PROTOCOL_GAP] + [probe_name(k, "filmtrust") for k in KINDS]
+    page = [convergence_name("filmtrust"), layout.SENSITIVITY_FIGURE, layout.tsne_figure("filmtrust")]
+    names = column + page
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{n}.{e}" for n in names for e in ("pdf", "png"))
     for name in names:
         assert (out / f"{name}.pdf").read_bytes().startswith(b"%PDF")
-        assert png_width_in(out / f"{name}.png") == pytest.approx(style.COLUMN_WIDTH_IN, abs=0.02)
+        width = style.COLUMN_WIDTH_IN if name in column else style.PAGE_WIDTH_IN
+        assert png_width_in(out / f"{name}.png") == pytest.approx(width, abs=0.02)
 
 
 def test_a_full_render_removes_figures_whose_results_are_gone(tmp_path, results, config):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fedem.config import load_config
+from fedem.config import load_config, planned_methods, planned_seeds
 from fedem.data.pipeline import artifact_path, stats_path
 from fedem.report import layout
 
@@ -59,7 +59,8 @@ def prepared_smoke_data(root: Path) -> int:
             copy = root / layout.data_stats_path(workflow["results_dir"], dataset, artifact.stem)
             copy.parent.mkdir(parents=True, exist_ok=True)
             copy.write_text("{}")
-    runs = len(grid["protocols"]) * len(grid["datasets"]) * len(grid["methods"]) * len(grid["seeds"])
+    per_cell = sum(len(planned_seeds(config, m)) for m in planned_methods(config))  # Table 1 and the experiments
+    runs = len(grid["protocols"]) * len(grid["datasets"]) * per_cell
     probes = len(grid["protocols"]) * len(grid["probe_datasets"]) * len(grid["probe_seeds"])
     return runs + probes
 

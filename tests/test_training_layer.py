@@ -13,6 +13,7 @@ import torch
 from fedem.engine import federation
 from fedem.methods.adapter import MERGED_STEPS, MergedFCF, adapter_names, init_adapter
 from fedem.methods.base import Method
+from fedem.methods.merging import ElasticRule
 from fedem.training.backbone import Backbone, ParamSpec
 from fedem.training.backbones import FCF, NCF, ItemLinear, init_fcf, init_linear_stack
 from fedem.training.optim import OptimizerSpec
@@ -71,7 +72,7 @@ def test_fedem_merged_fast_path_equals_autograd(tiny_dataset, kernels):
     layers = rc["method"]["adapter_layers"]
     items, user = init_fcf(ds.num_items, 16, 3)
     template = {"user": user, "items": items, **dict(zip(adapter_names(layers), init_adapter(layers, 3)))}
-    backbone = MergedFCF(layers)
+    backbone = MergedFCF(ElasticRule(layers))
     state = ClientState.from_template(template, ds.num_users, "cpu")
     tensors = state.for_plan(plan, backbone)
     # G_u a perturbed copy of L_u. With larger perturbations some positives saturate (p - 1 ~ 1e-8, near

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from fedem.config import load_config
+from fedem.config import experiment_methods, load_config, planned_methods, planned_seeds
 from fedem.data.pipeline import artifact_path, stats_path
 from fedem.report import layout
 
 from conftest import REPO
-from report_fixtures import write_grid_probes, write_grid_results, write_json
+from report_fixtures import write_grid_probes, write_json, write_planned_results
 from workflow_helpers import SMOKE, clone, planned_jobs, snakemake
 
 DATA_JOBS = {"prepare", "train", "probe", "data_stats"}
@@ -32,7 +32,7 @@ def commit_smoke_results(root):
     """What a clone with committed smoke results holds: runs, probes, stats copies."""
     config = load_config(root / "config" / "smoke.yaml")
     results = root / smoke_settings(root)["results_dir"]
-    write_grid_results(results, config, rounds=config["training"]["rounds"])
+    write_planned_results(results, config, rounds=config["training"]["rounds"])
     write_grid_probes(results, config)
     for dataset in config["grid"]["datasets"]:
         for spec in config["protocols"].values():
@@ -89,11 +89,27 @@ def test_full_plan_covers_the_grid(repo_copy):
     planned = planned_jobs(out.stdout)
     config = load_config(repo_copy / "config" / "smoke.yaml")
     grid = config["grid"]
-    assert planned["train"] == len(grid["protocols"]) * len(grid["datasets"]) * len(grid["methods"]) * len(
-        grid["seeds"]
-    )
+    runs = sum(len(planned_seeds(config, m)) for m in planned_methods(config))  # Table 1 and the experiments
+    assert runs > len(grid["methods"]) * len(grid["seeds"])
+    assert planned["train"] == len(grid["protocols"]) * len(grid["datasets"]) * runs
     assert planned["probe"] == len(grid["protocols"]) * len(grid["probe_datasets"]) * len(grid["probe_seeds"])
     assert {"render_tables", "render_convergence", "render_probe_figures", "render_protocol_gap"} <= set(planned)
+    assert {"render_experiment_tables", "render_sensitivity_figure", "render_tsne"} <= set(planned)
+    assert planned["render_experiment_tables"] == 3  # ablation, ldp, sensitivity
+
+
+@pytest.mark.parametrize("target", ["ablation", "ldp", "sensitivity", "tsne", "convergence"])
+def test_an_experiment_target_plans_only_its_runs(repo_copy, target):
+    planned = planned_jobs(snakemake(repo_copy, "-n", target, *SMOKE).stdout)
+    config = load_config(repo_copy / "config" / "smoke.yaml")
+    assert "render_tables" not in planned and planned[target] == 1
+    if target in ("ablation", "ldp", "sensitivity"):
+        methods = experiment_methods(config)[target]
+        seeds = config["experiments"][target]["seeds"]
+        assert planned["train"] == len(config["grid"]["protocols"]) * len(methods) * len(seeds)
+        assert planned["render_experiment_tables"] == 1
+    if target == "tsne":
+        assert planned["probe"] == 2 and "train" not in planned
 
 
 def test_unobtainable_dataset_is_left_out_with_a_warning(repo_copy, tmp_path):
@@ -128,7 +144,7 @@ def test_smoke_config_is_the_paper_config_on_a_tiny_grid():
     paper = load_config(REPO / "config" / "config.yaml")
     smoke = load_config(REPO / "config" / "smoke.yaml")  # complete on its own: validates
     differ = {section for section in paper if paper[section] != smoke[section]}
-    assert differ == {"training", "grid"}
+    assert differ == {"training", "grid", "experiments"}
     assert {k for k in paper["training"] if paper["training"][k] != smoke["training"][k]} == {"rounds"}
     settings = yaml.safe_load((REPO / "config" / "smoke_workflow.yaml").read_text())["workflow"]
     assert all(settings[k].startswith("tmp/") for k in ("results_dir", "tables_dir", "figures_dir", "logs_dir"))

@@ -74,20 +74,39 @@ def base_of(config: dict, method: str) -> str:
     return config["methods"][method].get("base", method)
 
 
+def method_block(config: dict, key: str) -> dict:
+    """The full block of method `key`. A variant (a block whose `base` is another method) holds only
+    what differs: it inherits every hyper-parameter and `training` override of its base's own block
+    (dicts merged key by key), never the base's presentation keys (role, label, ...)."""
+    block = config["methods"][key]
+    base = block.get("base", key)
+    if base == key:
+        return copy.deepcopy(block)
+    if base not in config["methods"]:
+        raise ConfigError(
+            f"invalid config at 'methods.{key}.base': the variant's base '{base}' has no block under 'methods' "
+            f"(a variant inherits its base's block); configured: {', '.join(sorted(config['methods']))}"
+        )
+    inherited = {k: v for k, v in config["methods"][base].items() if k not in PRESENTATION_KEYS and k != "base"}
+    return deep_merge(inherited, block)
+
+
 def validate(config: dict, source: str = "config") -> dict:
     """Raise ConfigError naming the first offending key; return the config unchanged. Each method block
-    is checked against the schema of its base method (unknown hyper-parameters are rejected)."""
+    (a variant with what it inherits) is checked against the schema of its base method (unknown
+    hyper-parameters are rejected)."""
     schema = load_schema()
     _raise_first(jsonschema.Draft202012Validator(schema).iter_errors(config), source)
     bases = schema["$defs"]["method"]
-    for key, block in config["methods"].items():
+    for key, own in config["methods"].items():
         base = base_of(config, key)
         if base not in bases:
             raise ConfigError(
                 f"invalid config in {source} at 'methods.{key}': unknown method '{base}'"
                 f"{' (its base)' if base != key else ''}; implemented: {', '.join(sorted(bases))}"
-                f"{'' if 'base' in block else '; a variant names its implementation with base: <method>'}"
+                f"{'' if 'base' in own else '; a variant names its implementation with base: <method>'}"
             )
+        block = method_block(config, key)
         sub = {"$defs": schema["$defs"], "$ref": f"#/$defs/method/{base}"}
         _raise_first(jsonschema.Draft202012Validator(sub).iter_errors(block), source, ("methods", key))
         if block.get("role") == "ablation" and block.get("ablation_of") not in config["methods"]:
@@ -96,7 +115,64 @@ def validate(config: dict, source: str = "config") -> dict:
                 f"method it ablates, one of {', '.join(sorted(config['methods']))}"
             )
     _check_selection_metric(config["training"], source)
+    _check_experiments(config, source)
     return config
+
+
+# what an experiment's noise scale is, per base method (Table 4)
+NOISE_KEY = {"fedem": "upload_noise", "gpfedrec": "dp"}
+# what a sensitivity sweep varies, read from a fedem run's hyper-parameters (Fig. 6)
+SWEPT = {"adapter_depth": lambda hp: len(hp["adapter_layers"]) - 1, "alpha": lambda hp: hp["alpha"]}
+
+
+def experiment_methods(config: dict) -> dict[str, list[str]]:
+    """Each experiment's methods, in order (ablation: the ladder then the extra rows)."""
+    exp = config["experiments"]
+    return {
+        "ablation": list(dict.fromkeys(exp["ablation"]["ladder"] + exp["ablation"]["extra"])),
+        "sensitivity": list(dict.fromkeys(m for ms in exp["sensitivity"]["sweeps"].values() for m in ms)),
+        "ldp": list(dict.fromkeys(m for ms in exp["ldp"]["series"].values() for m in ms)),
+    }
+
+
+def planned_seeds(config: dict, method: str) -> set[int]:
+    """The seeds a method is run with: the grid's if it is a grid method, and each experiment's it is in."""
+    seeds = set(config["grid"]["seeds"]) if method in config["grid"]["methods"] else set()
+    for name, methods in experiment_methods(config).items():
+        if method in methods:
+            seeds |= set(config["experiments"][name]["seeds"])
+    return seeds
+
+
+def planned_methods(config: dict) -> list[str]:
+    """Every method any table or figure asks for: the grid's, then the experiments' variants."""
+    extra = [m for ms in experiment_methods(config).values() for m in ms]
+    return list(dict.fromkeys(config["grid"]["methods"] + extra))
+
+
+def _check_experiments(config: dict, source: str) -> None:
+    exp = config["experiments"]
+    lists = [("ablation.ladder", exp["ablation"]["ladder"]), ("ablation.extra", exp["ablation"]["extra"])]
+    lists += [(f"sensitivity.sweeps.{k}", v) for k, v in exp["sensitivity"]["sweeps"].items()]
+    lists += [(f"ldp.series.{k}", v) for k, v in exp["ldp"]["series"].items()]
+    for where, methods in lists:
+        for m in methods:
+            if m not in config["methods"]:
+                raise ConfigError(
+                    f"invalid config in {source} at 'experiments.{where}': method '{m}' has no block under "
+                    f"'methods'; configured: {', '.join(sorted(config['methods']))}"
+                )
+    for where, methods in lists:
+        if where.startswith("sensitivity") and any(base_of(config, m) != "fedem" for m in methods):
+            raise ConfigError(f"invalid config in {source} at 'experiments.{where}': a sweep holds fedem variants only")
+    for series, methods in exp["ldp"]["series"].items():
+        bases = {base_of(config, m) for m in methods}
+        if len(bases) != 1 or not bases <= set(NOISE_KEY):
+            raise ConfigError(
+                f"invalid config in {source} at 'experiments.ldp.series.{series}': the variants of one method "
+                f"with an upload-noise switch ({', '.join(f'{b}.{k}' for b, k in NOISE_KEY.items())}), got bases "
+                f"{', '.join(sorted(bases))}"
+            )
 
 
 def _check_selection_metric(training: dict, source: str) -> None:
@@ -180,7 +256,7 @@ def run_config(config: dict, protocol: str, method: str) -> dict:
             f"method '{method}' has no block under 'methods' in the config; "
             f"configured: {', '.join(sorted(config['methods']))}"
         )
-    block = copy.deepcopy(config["methods"][method])
+    block = method_block(config, method)
     training = {**copy.deepcopy(config["training"]), **block.pop("training", {})}
     hparams = {"base": block.pop("base", method), **{k: v for k, v in block.items() if k not in PRESENTATION_KEYS}}
     return {

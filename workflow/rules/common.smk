@@ -83,13 +83,6 @@ LOGS = WF["logs_dir"]
 PROCESSED = PACKAGE_CONFIG["data"]["processed_dir"]
 # Jobs run `python` from the environment running Snakemake, whether or not it was activated.
 shell.prefix(f"set -euo pipefail; export PATH={shlex.quote(str(Path(sys.executable).parent))}:\"$PATH\"; ")
-# after the tables, re-render the README's results block from them (never in the smoke run)
-README_STEP = (
-    f" && python -m fedem.report readme --readme {shlex.quote(WF['readme_file'])} --tables {shlex.quote(TABLES)} "
-    f"--results {shlex.quote(RESULTS)}"
-    if WF.get("readme_file")
-    else ""
-)
 CODE_HASH = training_code_hash()  # every method's training code: re-renders tables when any changes
 EXPECTED = expected_for(PACKAGE_CONFIG)
 
@@ -117,14 +110,37 @@ def write_resolved_config(package):
 # changes with any config key (the grid included), and as a param it would make Snakemake re-run
 # every job on any edit. Those rules carry the hashes that matter as params instead.
 CONFIG_FILE = write_resolved_config(PACKAGE_CONFIG)
+# after the tables, re-render the README's results block from them (never in the smoke run)
+README_STEP = (
+    f" && python -m fedem.report readme --readme {shlex.quote(WF['readme_file'])} --tables {shlex.quote(TABLES)} "
+    f"--results {shlex.quote(RESULTS)} --config {shlex.quote(CONFIG_FILE)}"
+    if WF.get("readme_file")
+    else ""
+)
 
 
 # ---------------------------------------------------------------------------------------------
 # The grid and where its files go (layout shared with fedem.report).
 
 def grid_runs():
+    """The Table-1 grid's runs and every experiment's (`experiments`: their variants, with their seeds)."""
+    return [RunKey(p, d, m, s) for p in GRID["protocols"] for d in GRID["datasets"]
+            for m in fedem.config.planned_methods(PACKAGE_CONFIG)
+            for s in sorted(fedem.config.planned_seeds(PACKAGE_CONFIG, m))]
+
+
+EXPERIMENTS = tuple(fedem.config.experiment_methods(PACKAGE_CONFIG))
+
+
+def table1_runs():
     return [RunKey(p, d, m, s) for p in GRID["protocols"] for d in GRID["datasets"] for m in GRID["methods"]
             for s in GRID["seeds"]]
+
+
+def experiment_runs(name):
+    methods = fedem.config.experiment_methods(PACKAGE_CONFIG)[name]
+    seeds = PACKAGE_CONFIG["experiments"][name]["seeds"]
+    return [RunKey(p, d, m, s) for p in GRID["protocols"] for d in GRID["datasets"] for m in methods for s in seeds]
 
 
 def grid_probes():
@@ -204,15 +220,72 @@ def expected_outputs(wildcards=None):
     return [f for d in kept_datasets(grid_datasets()) for f in dataset_outputs(d)]
 
 
-def table_files():
-    return [f"{TABLES}/{name}" for name in layout.table_files(GRID["protocols"])]
+def _kept_files(keys):
+    keep = set(kept_datasets(GRID["datasets"]))
+    stats = sorted({stats_copy(k.dataset, k.protocol) for k in keys if k.dataset in keep})
+    return [str(layout.run_path(RESULTS, k)) for k in keys if k.dataset in keep] + stats
+
+
+def table1_outputs(wildcards=None):
+    """What Table 1 and its companions read: the grid's runs and probes, and the stats copies."""
+    probes = [str(layout.probe_path(RESULTS, k)) for k in grid_probes() if k.dataset in kept_datasets(GRID["probe_datasets"])]
+    return _kept_files(table1_runs()) + probes
+
+
+def table1_and_experiment_tables(wildcards=None):
+    """render_tables also writes the README's results block, which shows the experiments' tables: it runs
+    after them."""
+    return table1_outputs() + [f for name in EXPERIMENTS for f in table_files(name)]
+
+
+def experiment_outputs(wildcards):
+    return _kept_files(experiment_runs(wildcards.table_set))
+
+
+def sensitivity_outputs(wildcards):
+    return _kept_files(experiment_runs("sensitivity"))
+
+
+def table_files(table_set=None):
+    return [f"{TABLES}/{name}" for name in layout.table_files(GRID["protocols"], table_set)]
+
+
+def experiment_table_pattern():
+    return [f"{TABLES}/{{table_set}}_{p}{ext}" for p in GRID["protocols"] for ext in layout.TABLE_SUFFIXES]
 
 
 def figure_files(wildcards=None):
     names = [layout.convergence_figure(d) for d in kept_datasets(GRID["datasets"])]
     names += [layout.probe_figure(k, d) for d in kept_datasets(GRID["probe_datasets"]) for k in layout.PROBE_FIGURE_KINDS]
-    names.append(layout.PROTOCOL_GAP_FIGURE)
+    names += [layout.tsne_figure(d) for d in kept_datasets(GRID["probe_datasets"])]
+    names += [layout.PROTOCOL_GAP_FIGURE, layout.SENSITIVITY_FIGURE]
     return [f"{FIGURES}/{n}{ext}" for n in names for ext in layout.FIGURE_SUFFIXES]
+
+
+def targets_of(name):
+    """The input function of target rule `name` (evaluated only when the target is asked for: building the
+    list asks which datasets can be had)."""
+
+    def inputs(wildcards):
+        return target_files(name)
+
+    return inputs
+
+
+def target_files(name):
+    """What `snakemake <name>` makes for one of the paper's experiments."""
+    if name in EXPERIMENTS:
+        files = table_files(name)
+        if name == "sensitivity":
+            files += [f"{FIGURES}/{layout.SENSITIVITY_FIGURE}{ext}" for ext in layout.FIGURE_SUFFIXES]
+        return files
+    if name == "tsne":
+        return [f"{FIGURES}/{layout.tsne_figure(d)}{ext}" for d in kept_datasets(GRID["probe_datasets"])
+                for ext in layout.FIGURE_SUFFIXES]
+    if name == "convergence":
+        return [f"{FIGURES}/{layout.convergence_figure(d)}{ext}" for d in kept_datasets(GRID["datasets"])
+                for ext in layout.FIGURE_SUFFIXES]
+    raise ValueError(name)
 
 
 def all_targets(wildcards):
@@ -241,7 +314,7 @@ def probe_config_hash(wildcards):
 
 
 def dataset_runs(wildcards):
-    return [str(layout.run_path(RESULTS, k)) for k in grid_runs() if k.dataset == wildcards.dataset]
+    return [str(layout.run_path(RESULTS, k)) for k in table1_runs() if k.dataset == wildcards.dataset]
 
 
 def dataset_probes(wildcards):
@@ -250,7 +323,7 @@ def dataset_probes(wildcards):
 
 def kept_runs(wildcards=None):
     keep = set(kept_datasets(GRID["datasets"]))
-    return [str(layout.run_path(RESULTS, k)) for k in grid_runs() if k.dataset in keep]
+    return [str(layout.run_path(RESULTS, k)) for k in table1_runs() if k.dataset in keep]
 
 
 def report_code_hash():
@@ -271,9 +344,9 @@ def any_wildcard(values):
 # ---------------------------------------------------------------------------------------------
 # Outputs flagged for `snakemake --report` (captions under workflow/report/, relative to rules/).
 
-def flagged_table_files():
+def flagged_table_files(table_set="main"):
     out = []
-    for path in table_files():
+    for path in table_files(table_set):
         name = Path(path).name
         if name.endswith(".csv") and name != "all_runs.csv":
             out.append(report(path, caption="../report/tables.rst", category="Tables",

@@ -12,9 +12,9 @@
 
 rule render_tables:
     input:
-        expected_outputs,
+        table1_and_experiment_tables,
     output:
-        flagged_table_files(),
+        flagged_table_files("main"),
     params:
         config=CONFIG_FILE,
         code_hash=CODE_HASH,
@@ -46,6 +46,91 @@ rule render_convergence:
     shell:
         "python -m fedem.report figures --kind convergence --dataset {wildcards.dataset} "
         "--config {params.config} --results {params.results} --out {params.out} 2>&1 | tee {log}"
+
+
+rule render_experiment_tables:
+    input:
+        experiment_outputs,
+    output:
+        experiment_table_pattern(),
+    params:
+        config=CONFIG_FILE,
+        code_hash=CODE_HASH,
+        report_code=REPORT_CODE_HASH,
+        results=RESULTS,
+        out=dir_of_first_output,
+    log:
+        f"{LOGS}/report/tables_{{table_set}}.log",
+    shell:
+        "python -m fedem.report tables --set {wildcards.table_set} --config {params.config} "
+        "--results {params.results} --out {params.out} 2>&1 | tee {log}"
+
+
+rule render_sensitivity_figure:
+    input:
+        sensitivity_outputs,
+    output:
+        pdf=f"{FIGURES}/{layout.SENSITIVITY_FIGURE}.pdf",
+        png=report(f"{FIGURES}/{layout.SENSITIVITY_FIGURE}.png", caption="../report/sensitivity.rst",
+                   category="Figures", subcategory="Sensitivity", labels={"figure": "sensitivity"}),
+    params:
+        config=CONFIG_FILE,
+        code_hash=CODE_HASH,
+        report_code=REPORT_CODE_HASH,
+        results=RESULTS,
+        out=dir_of_first_output,
+    log:
+        f"{LOGS}/report/sensitivity.log",
+    shell:
+        "python -m fedem.report figures --kind sensitivity --config {params.config} --results {params.results} "
+        "--out {params.out} 2>&1 | tee {log}"
+
+
+rule render_tsne:
+    input:
+        dataset_probes,
+    output:
+        pdf=f"{FIGURES}/tsne_{{dataset}}.pdf",
+        png=report(f"{FIGURES}/tsne_{{dataset}}.png", caption="../report/tsne.rst", category="Figures",
+                   subcategory="t-SNE", labels={"dataset": "{dataset}"}),
+    params:
+        config=CONFIG_FILE,
+        code_hash=CODE_HASH,
+        report_code=REPORT_CODE_HASH,
+        results=RESULTS,
+        out=dir_of_first_output,
+    log:
+        f"{LOGS}/report/tsne_{{dataset}}.log",
+    shell:
+        "python -m fedem.report figures --kind tsne --dataset {wildcards.dataset} --config {params.config} "
+        "--results {params.results} --out {params.out} 2>&1 | tee {log}"
+
+
+# One target per experiment of the paper: `snakemake --cores 8 ablation` trains what that experiment
+# lacks and renders its tables (and figures); nothing else.
+rule ablation:
+    input:
+        targets_of("ablation"),
+
+
+rule ldp:
+    input:
+        targets_of("ldp"),
+
+
+rule sensitivity:
+    input:
+        targets_of("sensitivity"),
+
+
+rule tsne:
+    input:
+        targets_of("tsne"),
+
+
+rule convergence:
+    input:
+        targets_of("convergence"),
 
 
 rule render_probe_figures:

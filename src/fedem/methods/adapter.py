@@ -97,11 +97,13 @@ MERGED_STEPS = (("adapter",), ("embedding",))
 
 
 class MergedFCF(Backbone):
-    """FCF scored on merged rows: logit = <p_u, merge(L_u[i], G_u[i])>, the adapter private, L_u the
-    client's table (uploaded), G_u the rows the server sent (a fixed input of the round)."""
+    """FCF scored on merged rows: logit = <p_u, L_u[i] + rho (G_u[i] - L_u[i])>, the merge rule's
+    parameters private (FedEM's elastic rule: the adapter), L_u the client's table (uploaded), G_u the
+    rows the server sent (a fixed input of the round). `rule`: a fedem.methods.merging.MergeRule."""
 
-    def __init__(self, layers: list[int]):
-        self.adapter_names = adapter_names(layers)
+    def __init__(self, rule):
+        self.rule = rule
+        self.adapter_names = rule.names
         self.specs = (
             ParamSpec("user"),
             ParamSpec("items", item_rows=True, shared=True),
@@ -110,11 +112,16 @@ class MergedFCF(Backbone):
         )
 
     def logits(self, p):
-        merged, _ = merge([p[n] for n in self.adapter_names], p["items"], p["global_items"])
+        local = p["items"]
+        delta = p["global_items"] - local
+        merged = local + self.rule.rho([p[n] for n in self.adapter_names], local, delta) * delta
         return torch.bmm(merged, p["user"].unsqueeze(2)).squeeze(2)
 
     def fast_path(self, kernels, device, optimizer, rows, step_groups):
-        if kernels == "autograd" or not closed_form_covers(optimizer, rows, step_groups, MERGED_STEPS):
+        # the closed form and the native loop are written for the adapter MLP (FedEM's elastic rule)
+        if self.rule.kind != "elastic" or kernels == "autograd":
+            return None
+        if not closed_form_covers(optimizer, rows, step_groups, MERGED_STEPS):
             return None
         names = self.adapter_names
 

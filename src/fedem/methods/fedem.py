@@ -1,7 +1,11 @@
 """`fedem`: FedEM exactly as the authors' released code runs it (FEDEM.md), quirks included:
 only a random `agg_clients_ratio` share of clients is aggregated per round and receives a G_u;
 those clients next round first merge in place, then train with the merge applied again in every
-forward pass, taking one adapter Adam step and one embedding Adam step per mini-batch."""
+forward pass, taking one adapter Adam step and one embedding Adam step per mini-batch.
+
+Switches for the paper's other experiments (defaults: FedEM as released): `merge` picks where rho
+comes from (fedem.methods.merging; `replace`: the client takes its G_u and trains unmerged), and
+`upload_noise` adds Laplace noise to every uploaded table (the client keeps its clean copy)."""
 
 from __future__ import annotations
 
@@ -11,11 +15,13 @@ import numpy as np
 import torch
 
 from fedem.errors import ConfigError
-from fedem.methods.adapter import MERGED_STEPS, MergedFCF, adapter_names, init_adapter, merge
+from fedem.methods.adapter import MERGED_STEPS, MergedFCF
 from fedem.methods.aggregation import aggregation_matrix
 from fedem.methods.base import MethodContext
 from fedem.methods.local import PerClientTables
-from fedem.rng import numpy_rng
+from fedem.methods.merging import make_rule, merge_rows
+from fedem.methods.privacy import laplace_noise
+from fedem.rng import numpy_rng, torch_gen
 from fedem.training.backbones import fcf_scores
 from fedem.training.schedule import RoundSamples
 from fedem.training.trainer import train_clients
@@ -35,9 +41,19 @@ class FedEM(PerClientTables):
                 f"methods.fedem.adapter_layers={layers}: first size must be 2*latent_dim="
                 f"{2 * ctx.training['latent_dim']} and last must be 1"
             )
-        self.merged_backbone = MergedFCF(layers)
-        for name, t in zip(adapter_names(layers), init_adapter(layers, ctx.seed)):
-            self.state.tensors[name] = t.to(self.device).expand((self.num_users,) + t.shape).clone()
+        snap = hp["snapshot_round"]
+        if snap != "last" and snap >= ctx.training["rounds"]:
+            raise ConfigError(
+                f"methods.fedem.snapshot_round={snap}: the run has only {ctx.training['rounds']} rounds (0-based); "
+                "use a smaller round or 'last'"
+            )
+        self.rule = make_rule(hp)  # None: merge = replace
+        self.merged_backbone = MergedFCF(self.rule) if self.rule is not None else None
+        if self.rule is not None:
+            for name, t in zip(self.rule.names, self.rule.templates(ctx.seed)):
+                self.state.tensors[name] = t.to(self.device).expand((self.num_users,) + t.shape).clone()
+        # a rule without parameters (static) has no adapter step: one embedding step per mini-batch
+        self.merged_steps = MERGED_STEPS if self.rule is not None and self.rule.names else (("embedding",),)
         # the server's store, replaced every round: clients of the last aggregation set and their G_u
         self.g_clients = torch.empty(0, dtype=torch.long, device=self.device)
         self.g_tables = torch.empty((0, self.num_items, ctx.training["latent_dim"]), device=self.device)
@@ -45,8 +61,8 @@ class FedEM(PerClientTables):
 
     @property
     def adapter(self) -> list[torch.Tensor]:
-        """Every client's adapter [W1, b1, W2, b2, ...], each [U, ...]."""
-        return [self.state[n] for n in self.merged_backbone.adapter_names]
+        """Every client's merge parameters, each [U, ...] (the elastic rule: [W1, b1, W2, b2, ...])."""
+        return [] if self.rule is None else [self.state[n] for n in self.rule.names]
 
     # ---- local training -------------------------------------------------------------------
     def _aggregation_set(self, round_index: int) -> np.ndarray:
@@ -73,7 +89,8 @@ class FedEM(PerClientTables):
         assert torch.equal(merged.to(self.device), self.g_clients), "the G store must hold last round's aggregation set"
         losses = self.train_plain(samples, plain)
         if merged.numel():
-            losses[self.g_clients] = self._train_merged(samples, merged)
+            train = self._train_replaced if self.rule is None else self._train_merged
+            losses[self.g_clients] = train(samples, merged)
         self.sample_counts = samples.counts.to(self.device)
         self._aggregate(round_index)
         return losses
@@ -84,8 +101,13 @@ class FedEM(PerClientTables):
             for lo in range(0, len(clients), _MERGE_CHUNK):
                 idx = clients[lo : lo + _MERGE_CHUNK]
                 params = [p[idx] for p in self.adapter]
-                merged, _ = merge(params, self.tables[idx], g_tables[lo : lo + _MERGE_CHUNK])
+                merged, _ = merge_rows(self.rule, params, self.tables[idx], g_tables[lo : lo + _MERGE_CHUNK])
                 self.tables[idx] = merged
+
+    def _train_replaced(self, samples: RoundSamples, clients_cpu: torch.Tensor) -> torch.Tensor:
+        """merge = replace: L_u <- G_u, then plain local training (the ablation's static replacement)."""
+        self.tables[self.g_clients] = self.g_tables
+        return self.train_plain(samples, clients_cpu)[self.g_clients]
 
     def _train_merged(self, samples: RoundSamples, clients_cpu: torch.Tensor) -> torch.Tensor:
         tr = self.ctx.training
@@ -107,7 +129,7 @@ class FedEM(PerClientTables):
             self.optimizer,
             tr["early_stop_threshold"],
             tr["kernels"],
-            step_groups=MERGED_STEPS,
+            step_groups=self.merged_steps,
         )
         self.state.write_back(plan, self.merged_backbone, tensors)
         out = torch.empty(len(clients), dtype=torch.float64, device=self.device)
@@ -125,6 +147,9 @@ class FedEM(PerClientTables):
             return
         clients = torch.from_numpy(chosen).to(self.device)
         tables = self.tables[clients]
+        if hp["upload_noise"] > 0:  # what the server sees: each upload plus fresh Laplace noise over the whole table
+            gen = torch_gen(self.ctx.seed, "upload-noise", round_index)
+            tables = tables + laplace_noise(tables.shape, hp["upload_noise"], gen).to(self.device)
         w = aggregation_matrix(tables, self.sample_counts[clients], hp)
         self.last_aggregation_matrix = w
         self.g_clients = clients
@@ -139,9 +164,14 @@ class FedEM(PerClientTables):
         return sel, g_pos[users[sel]]
 
     def _merged_rows(self, users: torch.Tensor, local_rows: torch.Tensor, global_rows: torch.Tensor) -> torch.Tensor:
+        return self._merge_eval(users, local_rows, global_rows)[0]
+
+    def _merge_eval(self, users, local_rows, global_rows) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the rows a client of the aggregation set is scored with, rho) without gradient."""
+        if self.rule is None:  # replace: the client holds G_u
+            return global_rows, torch.ones(global_rows.shape[:-1] + (1,), device=global_rows.device)
         with torch.no_grad():
-            merged, _ = merge([p[users] for p in self.adapter], local_rows, global_rows)
-        return merged
+            return merge_rows(self.rule, [p[users] for p in self.adapter], local_rows, global_rows)
 
     def eval_tables(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Clients of this round's aggregation set are scored with merge(L_u, G_u), the rest with L_u."""
@@ -165,7 +195,8 @@ class FedEM(PerClientTables):
         """For each client of this round's aggregation set: its local table L_u (just trained),
         the aggregated G_u it receives (static replacement) and the merged table, scored on the
         validation item and on a held-in train item (each against the 99 evaluation negatives);
-        the divergence ||G_u - L_u||_F / ||L_u||_F; and the adapter's rho over all item rows."""
+        the divergence ||G_u - L_u||_F / ||L_u||_F; and the adapter's rho over all item rows. At
+        `snapshot_round`, one client's record also holds its three whole tables."""
         from fedem.metrics import sampled_ranks
 
         clients = self.g_clients
@@ -173,8 +204,7 @@ class FedEM(PerClientTables):
             return []
         local = self.tables[clients]
         aggregated = self.g_tables
-        with torch.no_grad():
-            merged, rho = merge([p[clients] for p in self.adapter], local, aggregated)
+        merged, rho = self._merge_eval(clients, local, aggregated)
         divergence = torch.linalg.vector_norm(aggregated - local, dim=(1, 2)) / torch.linalg.vector_norm(
             local, dim=(1, 2)
         )
@@ -208,4 +238,14 @@ class FedEM(PerClientTables):
                     entry[f"{split}_ndcg@10"] = round(1.0 / math.log2(1 + r), 6) if r <= 10 else 0.0
                 rec[name] = entry
             records.append(rec)
+        if round_index == self._snapshot_round():
+            # the three tables of one client for the t-SNE figure (Fig. 5): the aggregation-set client
+            # with the most training interactions (the first of them on a tie)
+            j = int(np.argmax(sizes))
+            tables = (("local", local[j]), ("aggregated", aggregated[j]), ("merged", merged[j]))
+            records[j]["tables"] = {name: [[round(x, 6) for x in row] for row in t.tolist()] for name, t in tables}
         return records
+
+    def _snapshot_round(self) -> int:
+        snap = self.ctx.hparams["snapshot_round"]
+        return self.ctx.training["rounds"] - 1 if snap == "last" else snap

@@ -10,8 +10,9 @@ from pathlib import Path
 from fedem.config import load_config
 from fedem.data.dataset import atomic_write_bytes
 from fedem.errors import FedemError
+from fedem.report.layout import TABLE_SETS
 
-FIGURE_KINDS = ("convergence", "probes", "protocol-gap", "all")
+FIGURE_KINDS = ("convergence", "probes", "protocol-gap", "sensitivity", "tsne", "all")
 TIMING_KEYS = ("preprocess_seconds", "wall_seconds")  # machine-dependent: kept out of committed copies
 
 
@@ -24,7 +25,14 @@ def _common(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fedem.report", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    _common(sub.add_parser("tables", help="every table (.md/.tex/.csv), provenance.md and all_runs.csv"))
+    tab = sub.add_parser("tables", help="every table (.md/.tex/.csv), provenance.md and all_runs.csv")
+    _common(tab)
+    tab.add_argument(
+        "--set",
+        dest="table_set",
+        choices=TABLE_SETS,
+        help="only one set: main (Table 1 and its companions, provenance, all runs) or one experiment's",
+    )
     fig = sub.add_parser("figures", help="figures (.pdf/.png)")
     _common(fig)
     fig.add_argument("--kind", choices=FIGURE_KINDS, default="all")
@@ -38,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("--readme", type=Path, default=Path("README.md"))
     rd.add_argument("--tables", type=Path, default=Path("paper_tables"))
     rd.add_argument("--results", type=Path, default=Path("results"))
+    rd.add_argument("--config", default="config/config.yaml", help="package config (default: %(default)s)")
     cp = sub.add_parser("copy-stats", help="copy a dataset's stats JSON without its timings")
     cp.add_argument("src", type=Path)
     cp.add_argument("dst", type=Path)
@@ -49,13 +58,14 @@ def cmd_tables(args) -> int:
     from fedem.report.tables import write_tables
 
     coll = collect(args.results, load_config(args.config))
-    paths = write_tables(coll, args.out)
+    paths = write_tables(coll, args.out, args.table_set)
     print(f"wrote {len(paths)} table files to {args.out} from {len(coll.runs)} current runs")
     return 0
 
 
 def cmd_figures(args) -> int:
     from fedem.report.collect import collect
+    from fedem.report.experiment_figures import plot_sensitivity, plot_tsne
     from fedem.report.figures import plot_convergence, plot_protocol_gap
     from fedem.report.probe_figures import plot_probes
     from fedem.report.tables import warn_excluded
@@ -71,6 +81,11 @@ def cmd_figures(args) -> int:
             paths += plot_probes(coll, dataset, args.out)
     if args.kind in ("protocol-gap", "all"):
         paths += plot_protocol_gap(coll, args.out)
+    if args.kind in ("sensitivity", "all"):
+        paths += plot_sensitivity(coll, args.out)
+    if args.kind in ("tsne", "all"):
+        for dataset in args.dataset or coll.datasets_with_files("probes"):
+            paths += plot_tsne(coll, dataset, args.out)
     print(f"wrote {len(paths)} figure files to {args.out}")
     if args.kind == "all" and not args.dataset:
         # a full render owns the folder's figures: one it did not write now belongs to a dataset with
@@ -93,6 +108,8 @@ def figure_files(out_dir) -> list[Path]:
     stems = (
         layout.convergence_figure("*"),
         layout.PROTOCOL_GAP_FIGURE,
+        layout.SENSITIVITY_FIGURE,
+        layout.tsne_figure("*"),
         *(layout.probe_figure(kind, "*") for kind in layout.PROBE_FIGURE_KINDS),
     )
     return [p for stem in stems for suffix in layout.FIGURE_SUFFIXES for p in out.glob(f"{stem}{suffix}")]
@@ -101,7 +118,7 @@ def figure_files(out_dir) -> list[Path]:
 def cmd_readme(args) -> int:
     from fedem.report.readme import update_readme
 
-    changed = update_readme(args.readme, args.tables, args.results)
+    changed = update_readme(args.readme, args.tables, args.results, load_config(args.config))
     print(f"{args.readme}: results block {'updated' if changed else 'already current'}")
     return 0
 

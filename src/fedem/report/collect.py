@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fedem.config import methods_with_role, probed_methods
+from fedem.config import methods_with_role, planned_seeds, probed_methods
 from fedem.data.pipeline import artifact_path
 from fedem.data.registry import DATASETS
 from fedem.engine.results import RESULT_SCHEMA_VERSION, digest_problem
@@ -155,8 +155,8 @@ def _in_grid(config: dict, key: RunKey, probe: bool) -> bool:
     return (
         key.protocol in grid["protocols"]
         and key.dataset in grid["datasets"]
-        and key.method in grid["methods"]
-        and key.seed in grid["seeds"]
+        and key.method in config["methods"]
+        and key.seed in planned_seeds(config, key.method)  # the grid's methods and the experiments' variants
     )
 
 

@@ -1,4 +1,4 @@
-"""Figures from the training runs: validation convergence per dataset, and the protocol gap.
+"""Figures from the training runs: convergence per dataset (Fig. 4), and the protocol gap.
 
 Every figure reads a Collection (current result files only) and writes <name>.pdf and <name>.png.
 """
@@ -13,7 +13,7 @@ from matplotlib.ticker import MaxNLocator
 from fedem.report import layout, style
 from fedem.report.collect import Collection
 from fedem.report.summary import Cell, survival
-from fedem.report.tables import CLEAN, REFERENCE, ordered_methods
+from fedem.report.tables import CLEAN, REFERENCE, method_label, ordered_methods
 
 convergence_name = layout.convergence_figure
 PROTOCOL_GAP = layout.PROTOCOL_GAP_FIGURE
@@ -36,39 +36,64 @@ def curve(
     return np.arange(1, length + 1), values.mean(axis=0), std, len(series)
 
 
+CONVERGENCE_OTHERS = 7  # Fig. 4: FedEM and the seven strongest other methods
+SPLIT_AXIS = {"val": "validation HR@10", "test": "test HR@10"}
+
+
+def convergence_methods(coll: Collection, protocol: str, dataset: str) -> list[str]:
+    """FedEM, the CONVERGENCE_OTHERS strongest other federated methods by their Table-1 score here (test
+    HR@10 at the best-validation round; grid order on ties), then the sanity floors."""
+    federated = [m for m in ordered_methods(coll) if m not in coll.unranked_methods]
+    score = {m: Cell(coll.values(protocol, dataset, m, ("selected", "test", "hr@10"))).mean for m in federated}
+    others = [m for m in federated if m != coll.proposed and score[m] is not None]
+    others.sort(key=lambda m: -score[m])  # stable: grid order on ties
+    head = [coll.proposed] if score.get(coll.proposed) is not None else []
+    return head + others[:CONVERGENCE_OTHERS] + [m for m in coll.sanity_methods if m in ordered_methods(coll)]
+
+
 def plot_convergence(coll: Collection, dataset: str, out_dir: str | Path) -> list[Path]:
-    """Validation HR@10 vs round, one line per method (mean over seeds, ±1 std band), one panel per protocol."""
+    """Fig. 4: validation and test HR@10 per round (mean over seeds, ±1 std band), one row per protocol,
+    for FedEM, the strongest other methods of that row and the sanity floor."""
     style.apply()
     protocols = coll.grid["protocols"]
-    methods = ordered_methods(coll)
-    colors = style.method_colors(methods, list(coll.config["methods"]), coll.sanity_methods)
-    fig, axes = style.figure(rows=len(protocols), sharex=True)
-    for ax, protocol in zip(axes[:, 0], protocols):
-        drawn = False
-        for method in methods:
-            rounds, mean, std, n = curve(coll, protocol, dataset, method)
-            if n == 0:
+    colors = style.method_colors(ordered_methods(coll), coll.grid["methods"], coll.sanity_methods)
+    fig, axes = style.figure(rows=len(protocols), cols=2, sharex=True, width_in=style.PAGE_WIDTH_IN)
+    shown: list[str] = []
+    for row, protocol in enumerate(protocols):
+        methods = convergence_methods(coll, protocol, dataset)
+        for col, split in enumerate(SPLIT_AXIS):
+            ax = axes[row, col]
+            drawn = False
+            for method in methods:
+                rounds, mean, std, n = curve(coll, protocol, dataset, method, split)
+                if n == 0:
+                    continue
+                drawn = True
+                dashes = (2, 1) if method in coll.sanity_methods else ()
+                ax.plot(rounds, mean, color=colors[method], label=method, dashes=dashes)
+                if n > 1:
+                    ax.fill_between(rounds, mean - std, mean + std, color=colors[method], alpha=0.2, linewidth=0)
+                if method not in shown:
+                    shown.append(method)
+            if not drawn:
+                style.placeholder(ax, f"no current results for {dataset}, {protocol} protocol")
                 continue
-            drawn = True
-            dashes = (2, 1) if method in coll.sanity_methods else ()
-            ax.plot(rounds, mean, color=colors[method], label=method, dashes=dashes)
-            if n > 1:
-                ax.fill_between(rounds, mean - std, mean + std, color=colors[method], alpha=0.2, linewidth=0)
-        if not drawn:
-            style.placeholder(ax, f"no current results for {dataset}, {protocol} protocol")
-            continue
-        ax.set_title(f"{dataset}, {protocol} protocol")
-        ax.set_ylabel("validation HR@10")
-        ax.set_ylim(bottom=0)
-    axes[-1, 0].set_xlabel("round")
-    axes[-1, 0].xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_title(f"{dataset}, {protocol} protocol")
+            ax.set_ylabel(SPLIT_AXIS[split])
+            ax.set_ylim(bottom=0)
+    for ax in axes[-1]:
+        ax.set_xlabel("round")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     found = {}
-    for ax in axes[:, 0]:
+    for ax in axes.flat:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             found.setdefault(lab, h)
-    labels = [m for m in methods if m in found]
-    if labels:
-        fig.legend([found[m] for m in labels], labels, loc="outside upper center", ncol=len(labels), frameon=False)
+    order = [m for m in ordered_methods(coll) if m in found]
+    if order:
+        labels = [method_label(coll, m) for m in order]
+        fig.legend(
+            [found[m] for m in order], labels, loc="outside lower center", ncol=min(len(order), 5), frameon=False
+        )
     return style.save(fig, Path(out_dir) / convergence_name(dataset))
 
 

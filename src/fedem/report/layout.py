@@ -94,16 +94,31 @@ PROTOCOL_GAP_FIGURE = "protocol_gap"
 PROBE_FIGURE_KINDS = ("models", "divergence", "change", "rho")
 
 
-def table_names(protocols: list[str]) -> list[str]:
+# the table sets `python -m fedem.report tables --set` writes: Table 1 and its companions, and one set
+# per experiment (fedem.report.experiments)
+TABLE_SETS = ("main", "ablation", "ldp", "sensitivity")
+SENSITIVITY_FIGURE = "sensitivity"
+
+
+def table_names(protocols: list[str], table_set: str = "main") -> list[str]:
+    if table_set != "main":
+        return [f"{table_set}_{protocol}" for protocol in protocols]
     names = ["datasets"]
     for protocol in protocols:
         names += [f"main_{protocol}", f"main_full_ranking_{protocol}", f"test_selected_{protocol}"]
     return names + ["protocol_gap"]
 
 
-def table_files(protocols: list[str]) -> list[str]:
-    """Every file name `python -m fedem.report tables` writes for a grid with these protocols."""
-    return [f"{n}{s}" for n in table_names(protocols) for s in TABLE_SUFFIXES] + list(TABLE_EXTRAS)
+def table_files(protocols: list[str], table_set: str | None = None) -> list[str]:
+    """Every file name `python -m fedem.report tables` writes for a grid with these protocols (one set,
+    or every set)."""
+    sets = TABLE_SETS if table_set is None else (table_set,)
+    files = [f"{n}{s}" for t in sets for n in table_names(protocols, t) for s in TABLE_SUFFIXES]
+    return files + (list(TABLE_EXTRAS) if "main" in sets else [])
+
+
+def tsne_figure(dataset: str) -> str:
+    return f"tsne_{dataset}"
 
 
 def convergence_figure(dataset: str) -> str:

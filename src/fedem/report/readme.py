@@ -32,24 +32,57 @@ def grid_timing(results: Path) -> str:
     )
 
 
-def render(tables: Path, results: Path) -> str:
+# the paper's other experiments: (table set, heading, the one-line command that regenerates it)
+EXPERIMENT_SECTIONS = (
+    ("ablation", "Table 2: the ablation ladder", "snakemake --cores 8 ablation"),
+    ("ldp", "Table 4: local differential privacy", "snakemake --cores 8 ldp"),
+    ("sensitivity", "Fig. 6's numbers: sensitivity to the adapter depth and alpha", "snakemake --cores 8 sensitivity"),
+)
+
+
+def experiment_timing(results: Path, config: dict, name: str) -> str:
+    """Single-job wall time of the runs one experiment reads (shared Table-1 runs included)."""
+    from fedem.config import experiment_methods
+
+    methods = set(experiment_methods(config)[name])
+    seeds = set(config["experiments"][name]["seeds"])
+    walls = []
+    for path in sorted((results / layout.RUNS).rglob("seed*.timing.json")):
+        method, seed = path.parent.name, int(path.name.split(".")[0].removeprefix("seed"))
+        if method in methods and seed in seeds:
+            walls.append(json.loads(path.read_text())["wall_seconds"])
+    if not walls:
+        return "no runs yet"
+    return f"{len(walls)} runs, {sum(walls) / 3600:.1f} h of single-job wall time"
+
+
+def render(tables: Path, results: Path, config: dict | None = None) -> str:
     parts = [BEGIN, ""]
     for name, title in SECTIONS:
         path = tables / name
         if path.is_file():
             parts += [f"#### {title}", "", path.read_text().strip(), ""]
-    parts += [f"Compute of the committed grid: {grid_timing(results)}", "", END]
+    parts += [f"Compute of the committed grid: {grid_timing(results)}", ""]
+    if config is not None:
+        protocols = config["grid"]["protocols"]
+        for table_set, title, command in EXPERIMENT_SECTIONS:
+            parts += [f"### {title}", "", f"`{command}` ({experiment_timing(results, config, table_set)})", ""]
+            for protocol in protocols:
+                path = tables / f"{table_set}_{protocol}.md"
+                if path.is_file():
+                    parts += [path.read_text().strip(), ""]
+    parts.append(END)
     return "\n".join(parts)
 
 
-def update_readme(readme: Path, tables: Path, results: Path) -> bool:
+def update_readme(readme: Path, tables: Path, results: Path, config: dict | None = None) -> bool:
     """Rewrite the block between the markers; returns whether anything changed."""
     text = readme.read_text()
     if BEGIN not in text or END not in text:
         raise ValueError(f"{readme} has no results markers ({BEGIN!r} ... {END!r})")
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
-    new = head + render(tables, results) + tail
+    new = head + render(tables, results, config) + tail
     if new != text:
         readme.write_text(new)
     return new != text

@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 COLUMN_WIDTH_IN = 3.3  # one column of the AAAI two-column layout
+PAGE_WIDTH_IN = 7.0  # both columns
 PANEL_HEIGHT_IN = 1.45
 PROTOCOL_ORDER = ("authors", "clean")
 PROBE_MODELS = ("local", "aggregated", "merged")
@@ -22,6 +23,8 @@ _PALETTE = sns.color_palette("colorblind")
 PROTOCOL_COLORS = {"authors": _PALETTE[3], "clean": _PALETTE[0]}
 PROBE_MODEL_COLORS = {"local": _PALETTE[2], "aggregated": _PALETTE[3], "merged": _PALETTE[0]}
 SANITY_COLOR = (0.45, 0.45, 0.45)
+# methods: the colour-blind palette without its grey (the sanity floor's), then black: ten colours
+METHOD_PALETTE = [c for i, c in enumerate(_PALETTE) if i != 7] + [(0.0, 0.0, 0.0)]
 
 
 def apply() -> None:
@@ -53,14 +56,14 @@ def method_colors(methods: list[str], configured: list[str], sanity: tuple[str, 
     """Stable colours: a method keeps its colour (by its place among the configured methods) whatever else
     is plotted; sanity floors are grey."""
     learned = [m for m in configured if m not in sanity] + sorted(set(methods) - set(configured) - set(sanity))
-    colors = {m: _PALETTE[i % len(_PALETTE)] for i, m in enumerate(learned)}
+    colors = {m: METHOD_PALETTE[i % len(METHOD_PALETTE)] for i, m in enumerate(learned)}
     colors.update({m: SANITY_COLOR for m in sanity})
     return {m: colors[m] for m in methods}
 
 
-def figure(rows: int = 1, cols: int = 1, height_in: float | None = None, **kwargs):
+def figure(rows: int = 1, cols: int = 1, height_in: float | None = None, width_in: float = COLUMN_WIDTH_IN, **kwargs):
     height = height_in if height_in is not None else PANEL_HEIGHT_IN * rows + 0.35
-    return plt.subplots(rows, cols, figsize=(COLUMN_WIDTH_IN, height), layout="constrained", squeeze=False, **kwargs)
+    return plt.subplots(rows, cols, figsize=(width_in, height), layout="constrained", squeeze=False, **kwargs)
 
 
 def placeholder(ax, message: str) -> None:

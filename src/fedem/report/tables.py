@@ -13,6 +13,7 @@ import io
 import sys
 from pathlib import Path
 
+from fedem.config import planned_methods
 from fedem.data.dataset import atomic_write_bytes
 from fedem.report import layout
 from fedem.report.collect import OUTSIDE, Collection
@@ -35,9 +36,9 @@ SPLIT_LABEL = {
 REFERENCE, CLEAN = "authors", "clean"
 
 
-def output_files(config: dict) -> list[str]:
-    """Every file `write_tables` writes for this config."""
-    return layout.table_files(config["grid"]["protocols"])
+def output_files(config: dict, table_set: str | None = None) -> list[str]:
+    """Every file `write_tables` writes for this config (one set, or every set)."""
+    return layout.table_files(config["grid"]["protocols"], table_set)
 
 
 def ordered_methods(coll: Collection) -> list[str]:
@@ -424,7 +425,7 @@ def provenance_md(coll: Collection) -> str:
         "|:--|:--|:--|:--|",
     ]
     for protocol in grid["protocols"]:
-        for method in grid["methods"]:
+        for method in planned_methods(coll.config):
             probe = coll.expected.config_hash(protocol, method, probe=True) if method in coll.probed_methods else "—"
             out.append(
                 f"| {protocol} | {method} | `{coll.expected.config_hash(protocol, method)}` | "
@@ -445,14 +446,22 @@ def build_tables(coll: Collection) -> list[Table]:
     return tables + [protocol_gap_table(coll)]
 
 
-def write_tables(coll: Collection, out_dir: str | Path) -> list[Path]:
+def write_tables(coll: Collection, out_dir: str | Path, table_set: str | None = None) -> list[Path]:
+    """One set of tables (layout.TABLE_SETS), or every set."""
+    from fedem.report.experiments import experiment_tables
+
     out_dir = Path(out_dir)
+    sets = layout.TABLE_SETS if table_set is None else (table_set,)
     paths = []
-    for table in build_tables(coll):
-        paths += write_table(table, out_dir)
-    atomic_write_bytes(out_dir / "provenance.md", provenance_md(coll).encode())
-    atomic_write_bytes(out_dir / "all_runs.csv", all_runs_csv(coll).encode())
-    paths += [out_dir / "provenance.md", out_dir / "all_runs.csv"]
+    if "main" in sets:
+        for table in build_tables(coll):
+            paths += write_table(table, out_dir)
+        atomic_write_bytes(out_dir / "provenance.md", provenance_md(coll).encode())
+        atomic_write_bytes(out_dir / "all_runs.csv", all_runs_csv(coll).encode())
+        paths += [out_dir / "provenance.md", out_dir / "all_runs.csv"]
+    for tables in experiment_tables(coll, [s for s in sets if s != "main"]).values():
+        for table in tables:
+            paths += write_table(table, out_dir)
     warn_excluded(coll)
     return paths
 

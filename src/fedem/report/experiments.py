@@ -1,0 +1,190 @@
+"""The tables of the paper's other experiments (docs/experiments.md), from current result files only.
+
+- Table 2, the ablation ladder: each rung is fedem's code with one switch, bottom (fedmf) to top (fedem);
+  every rung shows its relative change over the rung below, and the code's own switches follow.
+- Table 4, local differential privacy: each method's variants by noise scale, the relative drop from
+  its noise-free run.
+- Fig. 6's numbers, the sensitivity sweeps: one row per value of the swept hyper-parameter.
+All under each protocol, test metrics at the best-validation round, with the neg-count floor."""
+
+from __future__ import annotations
+
+from fedem.config import NOISE_KEY, SWEPT, base_of, experiment_methods, method_block
+from fedem.report.collect import Collection
+from fedem.report.summary import Cell, fmt_mean_std, fmt_p, fmt_pct, paired_p
+from fedem.report.tablefmt import Table, Text
+from fedem.report.tables import METRIC_LABEL, common_warnings, method_label
+
+METRICS = ("hr@10", "ndcg@10")
+SWEEP_LABEL = {"adapter_depth": "adapter depth L", "alpha": "alpha"}
+
+
+def test_cell(coll: Collection, protocol: str, dataset: str, method: str, metric: str, seeds=None) -> Cell:
+    """The method's runs here; with `seeds`, only those (an experiment reuses a grid run of more seeds)."""
+    values = coll.values(protocol, dataset, method, ("selected", "test", metric))
+    return Cell({s: v for s, v in values.items() if seeds is None or s in seeds})
+
+
+def _text(cell: Cell, n_planned: int) -> str:
+    text = fmt_mean_std(cell)
+    if cell.mean is not None and cell.n < n_planned:
+        text += f" (n={cell.n})"
+    return text
+
+
+def _relative(cell: Cell, ref: Cell) -> float | None:
+    if cell.mean is None or ref.mean is None or ref.mean == 0:
+        return None
+    return cell.mean / ref.mean - 1
+
+
+def _seeds_note(seeds: list[int]) -> str:
+    return (
+        f"Mean ± sample std over training seeds {', '.join(map(str, seeds))} (a cell from fewer seeds says n=…); "
+        "test metrics (1 held-out item + 99 sampled negatives) at the round with the best validation HR@10."
+    )
+
+
+def _floor_rows(coll: Collection, table: Table, protocol: str, datasets: list[str], lead: int = 1) -> None:
+    """The no-learning floors (grid seeds), below a rule."""
+    for i, floor in enumerate(coll.sanity_methods):
+        row = [method_label(coll, floor)] + [""] * (lead - 1)
+        for d in datasets:
+            for m in METRICS:
+                row.append(_text(test_cell(coll, protocol, d, floor, m), len(coll.grid["seeds"])))
+        table.add_row(row, rule_before=i == 0)
+
+
+def _datasets(coll: Collection, methods: list[str]) -> list[str]:
+    present = {k.dataset for k in coll.runs if k.method in methods}
+    return [d for d in coll.grid["datasets"] if d in present]
+
+
+def ablation_table(coll: Collection, protocol: str) -> Table:
+    exp = coll.config["experiments"]["ablation"]
+    ladder, extra, seeds = exp["ladder"], [m for m in exp["extra"] if m not in exp["ladder"]], exp["seeds"]
+    datasets = _datasets(coll, ladder + extra)
+    table = Table(
+        name=f"ablation_{protocol}",
+        title=f"Ablation ladder (Table 2), {protocol} protocol",
+        caption=(
+            "Each rung is fedem's code with one switch (config/config.yaml; docs/experiments.md): "
+            + "; ".join(f"{i + 1}. {method_label(coll, m)}" for i, m in enumerate(ladder))
+            + ". In brackets: the relative change of the rung's mean over the rung below it, and the two-sided "
+            "paired t-test p-value over seeds. Below the ladder: the released code's own switches (one each from "
+            f"fedem's defaults). {_seeds_note(seeds)}"
+        ),
+        columns=[("", "Variant")] + [(d, METRIC_LABEL[m]) for d in datasets for m in METRICS],
+        warnings=common_warnings(coll),
+    )
+    if not datasets:
+        table.notes.append("No current result file of the ablation for this protocol: nothing to show.")
+    for i, method in enumerate(ladder):
+        row: list[Text | str] = [f"{i + 1}. {method_label(coll, method)}"]
+        for d in datasets:
+            for m in METRICS:
+                cell = test_cell(coll, protocol, d, method, m, seeds)
+                text = _text(cell, len(seeds))
+                if i > 0 and cell.mean is not None:
+                    below = test_cell(coll, protocol, d, ladder[i - 1], m, seeds)
+                    rel = _relative(cell, below)
+                    p, _ = paired_p(cell.values, below.values)
+                    if rel is not None:
+                        text += f" ({fmt_pct(rel, signed=True)}, {fmt_p(p)})"
+                row.append(text)
+        table.add_row(row)
+    for j, method in enumerate(extra):
+        row = [method_label(coll, method)]
+        for d in datasets:
+            for m in METRICS:
+                row.append(_text(test_cell(coll, protocol, d, method, m, seeds), len(seeds)))
+        table.add_row(row, rule_before=j == 0)
+    _floor_rows(coll, table, protocol, datasets)
+    return table
+
+
+def noise_scale(coll: Collection, method: str) -> float:
+    return float(method_block(coll.config, method)[NOISE_KEY[base_of(coll.config, method)]])
+
+
+def ldp_table(coll: Collection, protocol: str) -> Table:
+    exp = coll.config["experiments"]["ldp"]
+    series, seeds = exp["series"], exp["seeds"]
+    datasets = _datasets(coll, experiment_methods(coll.config)["ldp"])
+    table = Table(
+        name=f"ldp_{protocol}",
+        title=f"Local differential privacy (Table 4), {protocol} protocol",
+        caption=(
+            "Laplace noise of scale delta on every entry of every uploaded item table, drawn fresh each round; "
+            "the client keeps its clean table, the server sees only the noisy uploads. delta is a noise scale, "
+            "NOT a formal epsilon: nothing is clipped and the embeddings are unbounded, so no privacy guarantee "
+            "follows from it. In brackets: the relative change from the method's delta = 0 run. "
+            f"{_seeds_note(seeds)}"
+        ),
+        columns=[("", "Method"), ("", "delta")] + [(d, METRIC_LABEL[m]) for d in datasets for m in METRICS],
+        warnings=common_warnings(coll),
+        label_columns=2,
+    )
+    for host, variants in series.items():
+        clean = variants[0]
+        for j, method in enumerate(variants):
+            row: list[Text | str] = [method_label(coll, host) if j == 0 else "", f"{noise_scale(coll, method):g}"]
+            for d in datasets:
+                for m in METRICS:
+                    cell = test_cell(coll, protocol, d, method, m, seeds)
+                    text = _text(cell, len(seeds))
+                    rel = _relative(cell, test_cell(coll, protocol, d, clean, m, seeds))
+                    if j > 0 and rel is not None:
+                        text += f" ({fmt_pct(rel, signed=True)})"
+                    row.append(text)
+            table.add_row(row, rule_before=j == 0)
+    _floor_rows(coll, table, protocol, datasets, lead=2)
+    return table
+
+
+def sweep_value(coll: Collection, sweep: str, method: str):
+    return SWEPT[sweep](method_block(coll.config, method))
+
+
+def sensitivity_table(coll: Collection, protocol: str) -> Table:
+    exp = coll.config["experiments"]["sensitivity"]
+    sweeps, seeds = exp["sweeps"], exp["seeds"]
+    datasets = _datasets(coll, experiment_methods(coll.config)["sensitivity"])
+    defaults = {s: sweep_value(coll, s, "fedem") for s in sweeps}
+    table = Table(
+        name=f"sensitivity_{protocol}",
+        title=f"Sensitivity of fedem to the adapter depth and alpha (Fig. 6), {protocol} protocol",
+        caption=(
+            "One hyper-parameter varied at a time from fedem's defaults ("
+            + ", ".join(f"{SWEEP_LABEL[s]} = {v:g}" for s, v in defaults.items())
+            + "; the adapter of depth L has hidden sizes 16, 8, 4, 2 truncated to L - 1 layers). "
+            f"{_seeds_note(seeds)}"
+        ),
+        columns=[("", "Swept"), ("", "value")] + [(d, METRIC_LABEL[m]) for d in datasets for m in METRICS],
+        warnings=common_warnings(coll),
+        label_columns=2,
+    )
+    for sweep, variants in sweeps.items():
+        for j, method in enumerate(variants):
+            value = sweep_value(coll, sweep, method)
+            row: list[Text | str] = [
+                SWEEP_LABEL[sweep] if j == 0 else "",
+                f"{value:g}" + (" (default)" if value == defaults[sweep] else ""),
+            ]
+            for d in datasets:
+                for m in METRICS:
+                    row.append(_text(test_cell(coll, protocol, d, method, m, seeds), len(seeds)))
+            table.add_row(row, rule_before=j == 0)
+    return table
+
+
+BUILDERS = {"ablation": ablation_table, "ldp": ldp_table, "sensitivity": sensitivity_table}
+
+
+def experiment_tables(coll: Collection, sets: list[str] | None = None) -> dict[str, list[Table]]:
+    """Per experiment (all, or `sets`): its table under each protocol."""
+    return {
+        name: [build(coll, p) for p in coll.grid["protocols"]]
+        for name, build in BUILDERS.items()
+        if sets is None or name in sets
+    }

@@ -1,0 +1,103 @@
+"""The experiments' config: variants inherit their base's block, the experiment lists are checked, and
+fedem's switches are validated before any training."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from fedem.config import experiment_methods, load_config, method_block, planned_seeds, run_config, validate
+from fedem.errors import ConfigError
+from fedem.methods import get_method
+from fedem.methods.base import MethodContext
+
+from conftest import REPO, tiny_run_config
+
+CONFIG = REPO / "config" / "config.yaml"
+
+
+@pytest.fixture
+def config():
+    return load_config(CONFIG)
+
+
+def test_a_variant_inherits_what_it_does_not_set(config):
+    block = method_block(config, "fedem-L2")
+    base = config["methods"]["fedem"]
+    assert block["adapter_layers"] == [32, 16, 1]
+    assert block["alpha"] == base["alpha"] and block["optimizer"] == base["optimizer"]
+    assert block["role"] == "ablation" and "probes" not in block  # presentation keys are the variant's own
+    rc = run_config(config, "clean", "fedem-static")
+    assert rc["method"]["merge"] == "static" and rc["method"]["static_rho"] == 0.5
+    assert rc["method"]["agg_clients_ratio"] == base["agg_clients_ratio"]
+
+
+def test_a_variant_merges_nested_blocks_key_by_key(config):
+    cfg = copy.deepcopy(config)
+    cfg["methods"]["fedem-lr"] = {
+        "base": "fedem",
+        "role": "ablation",
+        "ablation_of": "fedem",
+        "optimizer": {"lr": {"adapter": 0.01}},
+    }
+    rc = run_config(validate(cfg), "authors", "fedem-lr")
+    assert rc["method"]["optimizer"] == {"name": "adam", "lr": {"embedding": 0.1, "adapter": 0.01}}
+
+
+def test_experiment_runs_are_planned_with_their_seeds(config):
+    methods = experiment_methods(config)
+    assert methods["ablation"][0] == "fedmf" and "fedem" in methods["ablation"]
+    assert planned_seeds(config, "fedem-L1") == {0, 1, 2}
+    assert planned_seeds(config, "fedem-replace") == {0, 1, 2, 3, 4}
+    assert planned_seeds(config, "fedem") == {0, 1, 2, 3, 4}
+
+
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (
+            lambda c: c["experiments"]["ablation"]["ladder"].append("fedem-nope"),
+            r"experiments\.ablation\.ladder': method 'fedem-nope' has no block",
+        ),
+        (
+            lambda c: c["experiments"]["sensitivity"]["sweeps"]["alpha"].append("fedmf"),
+            r"experiments\.sensitivity\.sweeps\.alpha': a sweep holds fedem variants only",
+        ),
+        (
+            lambda c: c["experiments"]["ldp"]["series"]["fedem"].append("fedmf"),
+            r"experiments\.ldp\.series\.fedem': the variants of one method with an upload-noise switch",
+        ),
+        (
+            lambda c: c["experiments"]["sensitivity"]["sweeps"].update({"lr": ["fedem"]}),
+            r"experiments\.sensitivity\.sweeps",
+        ),
+        (lambda c: c["methods"]["fedem-static"].pop("static_rho"), r"methods\.fedem-static.*static_rho"),
+        (lambda c: c["methods"]["fedem-replace"].update(static_rho=0.2), r"methods\.fedem-replace"),
+        (lambda c: c["methods"]["fedem-dynamic"].update(merge="soft"), r"methods\.fedem-dynamic\.merge"),
+        (lambda c: c["methods"]["fedem-ldp0.1"].update(upload_noise=-1), r"methods\.fedem-ldp0\.1\.upload_noise"),
+        (lambda c: c["methods"]["fedem-L1"].update(base="fedx"), r"unknown method 'fedx'"),
+    ],
+)
+def test_bad_experiment_config_is_rejected_naming_the_key(config, edit, message):
+    cfg = copy.deepcopy(config)
+    edit(cfg)
+    with pytest.raises(ConfigError, match=message):
+        validate(cfg)
+
+
+def test_a_variant_whose_base_has_no_block_is_rejected(config):
+    cfg = copy.deepcopy(config)
+    del cfg["methods"]["gpfedrec"]
+    cfg["methods"]["gpfedrec-dp"] = {"base": "gpfedrec", "role": "ablation", "ablation_of": "fedem", "dp": 0.1}
+    cfg["grid"]["methods"].remove("gpfedrec")
+    with pytest.raises(ConfigError, match=r"methods\.gpfedrec-dp\.base': the variant's base 'gpfedrec' has no block"):
+        validate(cfg)
+
+
+def test_a_snapshot_round_past_the_run_is_rejected_before_training(tiny_dataset):
+    rc = tiny_run_config("fedem")
+    rc["method"]["snapshot_round"] = rc["training"]["rounds"]
+    with pytest.raises(ConfigError, match=r"methods\.fedem\.snapshot_round=3: the run has only 3 rounds"):
+        get_method("fedem")(MethodContext(tiny_dataset, rc, 0, torch.device("cpu")))

@@ -1,0 +1,118 @@
+"""The experiments' tables and figures, from synthetic (tmp-only) result files with current hashes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fedem.config import experiment_methods
+from fedem.report import layout
+from fedem.report.collect import collect
+from fedem.report.experiment_figures import plot_sensitivity, plot_tsne, tsne_embedding
+from fedem.report.experiments import ablation_table, ldp_table, sensitivity_table
+from fedem.report.figures import convergence_methods
+from fedem.report.layout import RunKey
+from fedem.report.tablefmt import to_markdown
+
+from report_fixtures import grid_config, make_result, write_grid_probes, write_grid_results, write_json
+
+LEVEL = {"fedmf": 0.40, "fedem-replace": 0.30, "fedem-static": 0.50, "fedem-dynamic": 0.55, "fedem": 0.60}
+
+
+@pytest.fixture
+def config():
+    return grid_config(datasets=["filmtrust"], seeds=[0, 1], probe_datasets=["filmtrust"], probe_seeds=[0])
+
+
+def write_experiments(results, config, levels=LEVEL):
+    for name, methods in experiment_methods(config).items():
+        for m in methods:
+            for p in config["grid"]["protocols"]:
+                for s in config["experiments"][name]["seeds"]:
+                    key = RunKey(p, "filmtrust", m, s)
+                    path = layout.run_path(results, key)
+                    if not path.exists():
+                        write_json(path, make_result(config, key, levels.get(m, 0.45) + 0.01 * s))
+
+
+@pytest.fixture
+def coll(tmp_path, config):
+    results = tmp_path / "results"
+    write_grid_results(results, config)
+    write_experiments(results, config)
+    return collect(results, config)
+
+
+def test_experiment_runs_are_current_and_not_in_table_1(coll):
+    assert not coll.excluded()
+    assert RunKey("authors", "filmtrust", "fedem-L1", 2) in coll.runs
+    from fedem.report.tables import main_table
+
+    text = to_markdown(main_table(coll, "authors", "test"))
+    assert "fedem-L1" not in text and "fedem-static" not in text
+
+
+def test_ablation_ladder_rows_and_relative_changes(coll):
+    table = ablation_table(coll, "authors")
+    labels = [row[0].text for row in table.rows]
+    assert labels[:5] == [
+        "1. fedmf",
+        "2. + similarity aggregation (replace)",
+        "3. static merging (rho = 0.5)",
+        "4. dynamic merging (rho per client)",
+        "5. fedem",
+    ]
+    assert labels[5:8] == [coll.config["methods"][m]["label"] for m in ("fedem-avg", "fedem-sim", "fedem-cos")]
+    assert labels[-1].startswith("neg-count")
+    hr = [row[1].text for row in table.rows[:5]]
+    assert "(" not in hr[0]  # the bottom rung has nothing below it
+    # fedem over dynamic: the fixtures' level + 0.01 per seed, seeds 0-4: mean levels 0.62 vs 0.57
+    assert f"({(0.62 / 0.57 - 1) * 100:+.1f}%, p<0.001)" in hr[4]
+    assert "±" in hr[4] and "(n=" not in hr[4]
+
+
+def test_ldp_rows_are_the_noise_scales_with_the_drop_from_zero(coll):
+    table = ldp_table(coll, "clean")
+    deltas = [row[1].text for row in table.rows if not row[0].text.startswith("neg-count")]
+    assert deltas == ["0", "0.1", "0.2", "0.3", "0.4", "0.5"]
+    assert "NOT a formal epsilon" in table.caption
+    assert "(" not in table.rows[0][2].text and "%" in table.rows[1][2].text
+
+
+def test_sensitivity_rows_follow_the_swept_values(coll):
+    table = sensitivity_table(coll, "authors")
+    values = [row[1].text for row in table.rows if not row[0].text.startswith("neg-count")]
+    assert values == ["1", "2", "3 (default)", "4", "5", "0", "0.3", "0.6", "0.9 (default)", "1.2", "1.5"]
+    # fedem has seeds 0-4 here (the ablation's), the sweep reads only its own seeds 0-2
+    default_row = next(r for r in table.rows if r[1].text == "3 (default)")
+    assert default_row[2].text == "0.5795 ± 0.0095"  # 0.95 * (0.60, 0.61, 0.62)
+
+
+def test_convergence_draws_fedem_and_the_strongest_others(coll):
+    methods = convergence_methods(coll, "authors", "filmtrust")
+    assert methods[0] == "fedem" and methods[-1] == "neg-count"
+    others = methods[1:-1]
+    assert len(others) == 7 and "fedem-L1" not in others and not set(others) & set(coll.centralised_methods)
+
+
+def test_sensitivity_and_tsne_figures_are_written(tmp_path, config, coll):
+    out = tmp_path / "figures"
+    paths = plot_sensitivity(coll, out)
+    assert sorted(p.name for p in paths) == ["sensitivity.pdf", "sensitivity.png"]
+    paths = plot_tsne(coll, "filmtrust", out)  # no snapshot in these probes: a placeholder, still written
+    assert sorted(p.name for p in paths) == ["tsne_filmtrust.pdf", "tsne_filmtrust.png"]
+
+
+def test_tsne_uses_a_snapshot_and_is_deterministic(tmp_path, config):
+    results = tmp_path / "results"
+    write_grid_results(results, config)
+    write_grid_probes(results, config, snapshot_items=40)
+    coll = collect(results, config)
+    assert not coll.excluded()
+    rng = np.random.default_rng(0)
+    tables = {m: rng.normal(size=(40, 4)).tolist() for m in ("local", "aggregated", "merged")}
+    a, which = tsne_embedding(tables)
+    b, _ = tsne_embedding(tables)
+    assert a.shape == (120, 2) and np.array_equal(a, b) and list(np.bincount(which)) == [40, 40, 40]
+    paths = plot_tsne(coll, "filmtrust", tmp_path / "figures")
+    assert paths[0].read_bytes().startswith(b"%PDF")
