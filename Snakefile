@@ -3,7 +3,7 @@
 #   snakemake --cores 8            prepare data, train every run of the grid, write tables and figures
 #   snakemake tables               tables only, from the result files already under results/
 #   snakemake figures              figures only, likewise
-#   snakemake --cores 8 ablation   one experiment of the paper (also: ldp, sensitivity, tsne, convergence)
+#   snakemake --cores 8 ablation   one experiment of the paper (also: plugin, ldp, sensitivity, tsne, convergence)
 #   snakemake --report report.html an HTML report of the tables and figures (after a full run)
 #   snakemake --cores 2 --configfile config/smoke.yaml config/smoke_workflow.yaml   the CI smoke grid
 #
@@ -45,6 +45,7 @@ localrules:
     render_sensitivity_figure,
     render_tsne,
     ablation,
+    plugin,
     ldp,
     sensitivity,
     tsne,

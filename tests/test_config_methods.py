@@ -52,7 +52,7 @@ def test_a_variant_is_checked_against_its_base(config):
     cfg["methods"]["fedem-avg"]["base"] = "fedx"
     with pytest.raises(
         ConfigError,
-        match="unknown method 'fedx' \\(its base\\); implemented: colr, fedcia, fedem, fedfast, fedmf, fedncf, fedrap, gpfedrec, lightgcn, local, mf, ncf, neg-count, pfedrec",
+        match="unknown method 'fedx' \\(its base\\); implemented: colr, em-plugin, fedcia, fedem, fedfast, fedmf, fedncf, fedrap, gpfedrec, lightgcn, local, mf, ncf, neg-count, pfedrec",
     ):
         validate(cfg)
 

@@ -9,14 +9,21 @@ from fedem.config import experiment_methods
 from fedem.report import layout
 from fedem.report.collect import collect
 from fedem.report.experiment_figures import plot_sensitivity, plot_tsne, tsne_embedding
-from fedem.report.experiments import ablation_table, ldp_table, sensitivity_table
+from fedem.report.experiments import ablation_table, ldp_table, plugin_table, sensitivity_table
 from fedem.report.figures import convergence_methods
 from fedem.report.layout import RunKey
 from fedem.report.tablefmt import to_markdown
 
 from report_fixtures import grid_config, make_result, write_grid_probes, write_grid_results, write_json
 
-LEVEL = {"fedmf": 0.40, "fedem-replace": 0.30, "fedem-static": 0.50, "fedem-dynamic": 0.55, "fedem": 0.60}
+LEVEL = {
+    "fedmf-em": 0.55,
+    "fedmf": 0.50,
+    "fedem-replace": 0.30,
+    "fedem-static": 0.50,
+    "fedem-dynamic": 0.55,
+    "fedem": 0.60,
+}
 
 
 @pytest.fixture
@@ -116,3 +123,12 @@ def test_tsne_uses_a_snapshot_and_is_deterministic(tmp_path, config):
     assert a.shape == (120, 2) and np.array_equal(a, b) and list(np.bincount(which)) == [40, 40, 40]
     paths = plot_tsne(coll, "filmtrust", tmp_path / "figures")
     assert paths[0].read_bytes().startswith(b"%PDF")
+
+
+def test_plugin_table_pairs_each_host_with_its_plugged_variant(coll):
+    table = plugin_table(coll, "authors")
+    labels = [row[0].text for row in table.rows]
+    assert labels[:3] == ["fedmf", "fedmf + EM", "change"]
+    assert labels[3:9] == ["fedncf", "fedncf + EM", "change", "pfedrec", "pfedrec + EM", "change"]
+    # levels 0.50 -> 0.55 (as the grid fixture's fedmf, +0.01 per seed, seeds 0-4)
+    assert table.rows[2][1].text == f"{(0.57 / 0.52 - 1) * 100:+.1f}% (p<0.001)"

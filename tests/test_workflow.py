@@ -95,15 +95,15 @@ def test_full_plan_covers_the_grid(repo_copy):
     assert planned["probe"] == len(grid["protocols"]) * len(grid["probe_datasets"]) * len(grid["probe_seeds"])
     assert {"render_tables", "render_convergence", "render_probe_figures", "render_protocol_gap"} <= set(planned)
     assert {"render_experiment_tables", "render_sensitivity_figure", "render_tsne"} <= set(planned)
-    assert planned["render_experiment_tables"] == 3  # ablation, ldp, sensitivity
+    assert planned["render_experiment_tables"] == 4  # ablation, plugin, ldp, sensitivity
 
 
-@pytest.mark.parametrize("target", ["ablation", "ldp", "sensitivity", "tsne", "convergence"])
+@pytest.mark.parametrize("target", ["ablation", "plugin", "ldp", "sensitivity", "tsne", "convergence"])
 def test_an_experiment_target_plans_only_its_runs(repo_copy, target):
     planned = planned_jobs(snakemake(repo_copy, "-n", target, *SMOKE).stdout)
     config = load_config(repo_copy / "config" / "smoke.yaml")
     assert "render_tables" not in planned and planned[target] == 1
-    if target in ("ablation", "ldp", "sensitivity"):
+    if target in ("ablation", "plugin", "ldp", "sensitivity"):
         methods = experiment_methods(config)[target]
         seeds = config["experiments"][target]["seeds"]
         assert planned["train"] == len(config["grid"]["protocols"]) * len(methods) * len(seeds)

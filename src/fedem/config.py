@@ -82,6 +82,13 @@ def method_block(config: dict, key: str) -> dict:
     base = block.get("base", key)
     if base == key:
         return copy.deepcopy(block)
+    if base == PLUGIN_BASE:  # the EM plug-in runs a host method: it inherits the host's block
+        base = block.get("host", "")
+        if base not in config["methods"]:
+            raise ConfigError(
+                f"invalid config at 'methods.{key}.host': the plug-in's host '{base}' has no block under 'methods'; "
+                f"configured: {', '.join(sorted(config['methods']))}"
+            )
     if base not in config["methods"]:
         raise ConfigError(
             f"invalid config at 'methods.{key}.base': the variant's base '{base}' has no block under 'methods' "
@@ -89,6 +96,21 @@ def method_block(config: dict, key: str) -> dict:
         )
     inherited = {k: v for k, v in config["methods"][base].items() if k not in PRESENTATION_KEYS and k != "base"}
     return deep_merge(inherited, block)
+
+
+PLUGIN_BASE = "em-plugin"  # FedEM's merging attached to another method (fedem.methods.emplugin)
+PLUGIN_KEYS = ("host", "adapter_layers", "adapter_lr")
+
+
+def _check_plugin(schema: dict, block: dict, source: str, key: str) -> None:
+    own = {
+        k: v for k, v in block.items() if k in PLUGIN_KEYS or k in ("base", "role", "ablation_of", "label", "probes")
+    }
+    sub = {"$defs": schema["$defs"], "$ref": f"#/$defs/method/{PLUGIN_BASE}"}
+    _raise_first(jsonschema.Draft202012Validator(sub).iter_errors(own), source, ("methods", key))
+    host = {k: v for k, v in block.items() if k not in PLUGIN_KEYS} | {"base": block["host"]}
+    sub = {"$defs": schema["$defs"], "$ref": f"#/$defs/method/{block['host']}"}
+    _raise_first(jsonschema.Draft202012Validator(sub).iter_errors(host), source, ("methods", key))
 
 
 def validate(config: dict, source: str = "config") -> dict:
@@ -107,8 +129,11 @@ def validate(config: dict, source: str = "config") -> dict:
                 f"{'' if 'base' in own else '; a variant names its implementation with base: <method>'}"
             )
         block = method_block(config, key)
-        sub = {"$defs": schema["$defs"], "$ref": f"#/$defs/method/{base}"}
-        _raise_first(jsonschema.Draft202012Validator(sub).iter_errors(block), source, ("methods", key))
+        if base == PLUGIN_BASE:  # its own keys against the plug-in's schema, the rest against its host's
+            _check_plugin(schema, block, source, key)
+        else:
+            sub = {"$defs": schema["$defs"], "$ref": f"#/$defs/method/{base}"}
+            _raise_first(jsonschema.Draft202012Validator(sub).iter_errors(block), source, ("methods", key))
         if block.get("role") == "ablation" and block.get("ablation_of") not in config["methods"]:
             raise ConfigError(
                 f"invalid config in {source} at 'methods.{key}.ablation_of': an ablation names the "
@@ -130,6 +155,7 @@ def experiment_methods(config: dict) -> dict[str, list[str]]:
     exp = config["experiments"]
     return {
         "ablation": list(dict.fromkeys(exp["ablation"]["ladder"] + exp["ablation"]["extra"])),
+        "plugin": list(dict.fromkeys(m for pair in exp["plugin"]["pairs"].items() for m in pair)),
         "sensitivity": list(dict.fromkeys(m for ms in exp["sensitivity"]["sweeps"].values() for m in ms)),
         "ldp": list(dict.fromkeys(m for ms in exp["ldp"]["series"].values() for m in ms)),
     }
@@ -155,6 +181,7 @@ def _check_experiments(config: dict, source: str) -> None:
     lists = [("ablation.ladder", exp["ablation"]["ladder"]), ("ablation.extra", exp["ablation"]["extra"])]
     lists += [(f"sensitivity.sweeps.{k}", v) for k, v in exp["sensitivity"]["sweeps"].items()]
     lists += [(f"ldp.series.{k}", v) for k, v in exp["ldp"]["series"].items()]
+    lists += [(f"plugin.pairs.{k}", [k, v]) for k, v in exp["plugin"]["pairs"].items()]
     for where, methods in lists:
         for m in methods:
             if m not in config["methods"]:
@@ -165,6 +192,13 @@ def _check_experiments(config: dict, source: str) -> None:
     for where, methods in lists:
         if where.startswith("sensitivity") and any(base_of(config, m) != "fedem" for m in methods):
             raise ConfigError(f"invalid config in {source} at 'experiments.{where}': a sweep holds fedem variants only")
+    for host, plugged in exp["plugin"]["pairs"].items():
+        block = config["methods"][plugged]
+        if block.get("base") != PLUGIN_BASE or block.get("host") != base_of(config, host):
+            raise ConfigError(
+                f"invalid config in {source} at 'experiments.plugin.pairs.{host}': '{plugged}' must be a block with "
+                f"base: {PLUGIN_BASE} and host: {base_of(config, host)}"
+            )
     for series, methods in exp["ldp"]["series"].items():
         bases = {base_of(config, m) for m in methods}
         if len(bases) != 1 or not bases <= set(NOISE_KEY):

@@ -113,6 +113,11 @@ rule ablation:
         targets_of("ablation"),
 
 
+rule plugin:
+    input:
+        targets_of("plugin"),
+
+
 rule ldp:
     input:
         targets_of("ldp"),

@@ -2,6 +2,7 @@
 
 - Table 2, the ablation ladder: each rung is fedem's code with one switch, bottom (fedmf) to top (fedem);
   every rung shows its relative change over the rung below, and the code's own switches follow.
+- Table 3, the merge plug-in: each host without and with FedEM's elastic merging, the relative change.
 - Table 4, local differential privacy: each method's variants by noise scale, the relative drop from
   its noise-free run.
 - Fig. 6's numbers, the sensitivity sweeps: one row per value of the swept hyper-parameter.
@@ -103,6 +104,40 @@ def ablation_table(coll: Collection, protocol: str) -> Table:
     return table
 
 
+def plugin_table(coll: Collection, protocol: str) -> Table:
+    exp = coll.config["experiments"]["plugin"]
+    pairs, seeds = exp["pairs"], exp["seeds"]
+    datasets = _datasets(coll, experiment_methods(coll.config)["plugin"])
+    table = Table(
+        name=f"plugin_{protocol}",
+        title=f"FedEM's elastic merging plugged into other methods (Table 3), {protocol} protocol",
+        caption=(
+            "Each host as Table 1 runs it, then with FedEM's merge in place of taking the server's table: the client "
+            "keeps its own table and merges it with what the server returns (an adapter per client, trained as FedEM "
+            "trains it; docs/experiments.md). change: relative change of the mean, and the two-sided paired t-test "
+            f"p-value over seeds. {_seeds_note(seeds)}"
+        ),
+        columns=[("", "Method")] + [(d, METRIC_LABEL[m]) for d in datasets for m in METRICS],
+        warnings=common_warnings(coll),
+    )
+    for j, (host, plugged) in enumerate(pairs.items()):
+        rows = {"host": [method_label(coll, host)], "plugged": [method_label(coll, plugged)], "change": ["change"]}
+        for d in datasets:
+            for m in METRICS:
+                without = test_cell(coll, protocol, d, host, m, seeds)
+                with_em = test_cell(coll, protocol, d, plugged, m, seeds)
+                rows["host"].append(_text(without, len(seeds)))
+                rows["plugged"].append(_text(with_em, len(seeds)))
+                rel = _relative(with_em, without)
+                p, _ = paired_p(with_em.values, without.values)
+                rows["change"].append("—" if rel is None else f"{fmt_pct(rel, signed=True)} ({fmt_p(p)})")
+        table.add_row(rows["host"], rule_before=j > 0)
+        table.add_row(rows["plugged"])
+        table.add_row(rows["change"])
+    _floor_rows(coll, table, protocol, datasets)
+    return table
+
+
 def noise_scale(coll: Collection, method: str) -> float:
     return float(method_block(coll.config, method)[NOISE_KEY[base_of(coll.config, method)]])
 
@@ -178,7 +213,7 @@ def sensitivity_table(coll: Collection, protocol: str) -> Table:
     return table
 
 
-BUILDERS = {"ablation": ablation_table, "ldp": ldp_table, "sensitivity": sensitivity_table}
+BUILDERS = {"ablation": ablation_table, "plugin": plugin_table, "ldp": ldp_table, "sensitivity": sensitivity_table}
 
 
 def experiment_tables(coll: Collection, sets: list[str] | None = None) -> dict[str, list[Table]]:

@@ -96,7 +96,7 @@ PROBE_FIGURE_KINDS = ("models", "divergence", "change", "rho")
 
 # the table sets `python -m fedem.report tables --set` writes: Table 1 and its companions, and one set
 # per experiment (fedem.report.experiments)
-TABLE_SETS = ("main", "ablation", "ldp", "sensitivity")
+TABLE_SETS = ("main", "ablation", "plugin", "ldp", "sensitivity")
 SENSITIVITY_FIGURE = "sensitivity"
 
 

@@ -35,6 +35,7 @@ def grid_timing(results: Path) -> str:
 # the paper's other experiments: (table set, heading, the one-line command that regenerates it)
 EXPERIMENT_SECTIONS = (
     ("ablation", "Table 2: the ablation ladder", "snakemake --cores 8 ablation"),
+    ("plugin", "Table 3: FedEM's merging plugged into other methods", "snakemake --cores 8 plugin"),
     ("ldp", "Table 4: local differential privacy", "snakemake --cores 8 ldp"),
     ("sensitivity", "Fig. 6's numbers: sensitivity to the adapter depth and alpha", "snakemake --cores 8 sensitivity"),
 )
