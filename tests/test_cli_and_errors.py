@@ -69,10 +69,7 @@ def test_cli_unknown_method_and_dataset_list_valid_keys(tmp_path):
     out = tmp_path / "r.json"
     r = fedem_cli("train", "--dataset", "filmtrust", "--method", "fedavg", "--seed", "0", "--out", str(out))
     assert r.returncode == 2 and "method 'fedavg' has no block under 'methods'" in r.stderr
-    assert (
-        "configured: colr, fedcia, fedem, fedem-L1," in r.stderr
-        and "fedfast, fedmf, fedmf-em, fedncf," in r.stderr
-    )
+    assert "configured: colr, fedcia, fedem, fedem-L1," in r.stderr and "fedfast, fedmf, fedmf-em, fedncf," in r.stderr
     r = fedem_cli("train", "--dataset", "netflix", "--method", "fedem", "--seed", "0", "--out", str(out))
     assert r.returncode == 2 and "netflix" in r.stderr and "ml-100k" in r.stderr and "filmtrust" in r.stderr
     r = fedem_cli(

@@ -78,11 +78,16 @@ def test_experiment_runs_are_planned_with_their_seeds(config):
         (lambda c: c["methods"]["fedem-dynamic"].update(merge="soft"), r"methods\.fedem-dynamic\.merge"),
         (lambda c: c["methods"]["fedem-ldp0.1"].update(upload_noise=-1), r"methods\.fedem-ldp0\.1\.upload_noise"),
         (lambda c: c["methods"]["fedem-L1"].update(base="fedx"), r"unknown method 'fedx'"),
-        (lambda c: c["experiments"]["plugin"]["pairs"].update(fedmf="fedncf-em"),
-         r"experiments\.plugin\.pairs\.fedmf': 'fedncf-em' must be a block with base: em-plugin and host: fedmf"),
+        (
+            lambda c: c["experiments"]["plugin"]["pairs"].update(fedmf="fedncf-em"),
+            r"experiments\.plugin\.pairs\.fedmf': 'fedncf-em' must be a block with base: em-plugin and host: fedmf",
+        ),
         (lambda c: c["methods"]["pfedrec-em"].update(lr_eta=-1), r"methods\.pfedrec-em\.lr_eta"),
         (lambda c: c["methods"]["pfedrec-em"].update(adapter_lr=0), r"methods\.pfedrec-em\.adapter_lr"),
-        (lambda c: c["methods"]["fedmf-em"].update(host="fedx"), r"methods\.fedmf-em\.host': the plug-in's host 'fedx'"),
+        (
+            lambda c: c["methods"]["fedmf-em"].update(host="fedx"),
+            r"methods\.fedmf-em\.host': the plug-in's host 'fedx'",
+        ),
         (lambda c: c["methods"]["fedmf-em"].update(host="local"), r"methods\.fedmf-em\.host"),
     ],
 )
