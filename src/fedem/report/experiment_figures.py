@@ -13,6 +13,7 @@ from fedem.report.experiments import SWEEP_LABEL, sweep_value, test_cell
 
 TSNE_PERPLEXITY = 30.0
 TSNE_SEED = 0
+TSNE_MAX_ITEMS = 1000  # items embedded (a seeded sample when a table has more): 3 x 1000 points, ~20 s a panel
 
 
 def plot_sensitivity(coll: Collection, out_dir: str | Path) -> list[Path]:
@@ -71,11 +72,16 @@ def snapshot(coll: Collection, protocol: str, dataset: str) -> dict | None:
 
 
 def tsne_embedding(tables: dict[str, list], seed: int = TSNE_SEED) -> tuple[np.ndarray, np.ndarray]:
-    """2-D t-SNE (scikit-learn, PCA start, a fixed random_state) of the rows of every table, jointly:
-    (points [sum of rows, 2], the model index of each point)."""
+    """2-D t-SNE (scikit-learn, PCA start, a fixed random_state) of the rows of every table, jointly
+    (the same seeded sample of TSNE_MAX_ITEMS items from each when there are more): (points [n, 2], the
+    model index of each point)."""
     from sklearn.manifold import TSNE
 
     blocks = [np.asarray(tables[m], dtype=np.float64) for m in style.PROBE_MODELS]
+    n_items = len(blocks[0])
+    if n_items > TSNE_MAX_ITEMS:
+        keep = np.sort(np.random.default_rng(seed).choice(n_items, TSNE_MAX_ITEMS, replace=False))
+        blocks = [b[keep] for b in blocks]
     x = np.concatenate(blocks)
     which = np.concatenate([np.full(len(b), i) for i, b in enumerate(blocks)])
     perplexity = min(TSNE_PERPLEXITY, (len(x) - 1) / 3)
@@ -95,21 +101,18 @@ def plot_tsne(coll: Collection, dataset: str, out_dir: str | Path) -> list[Path]
             style.placeholder(ax, f"no current probe with a table snapshot, {dataset}, {protocol} protocol")
             continue
         points, which = tsne_embedding(rec["tables"])
+        # local as rings, aggregated and merged as dots: where the tables coincide the rings show through
         for i, model in enumerate(style.PROBE_MODELS):
             sel = which == i
-            ax.scatter(
-                points[sel, 0],
-                points[sel, 1],
-                s=1.5,
-                color=style.PROBE_MODEL_COLORS[model],
-                label=model,
-                alpha=0.6,
-                linewidths=0,
-                rasterized=True,
-            )
+            color = style.PROBE_MODEL_COLORS[model]
+            if i == 0:
+                look = {"facecolors": "none", "edgecolors": [color], "linewidths": 0.4, "s": 6}
+            else:
+                look = {"color": color, "s": 1.2, "linewidths": 0}
+            ax.scatter(points[sel, 0], points[sel, 1], label=model, alpha=0.7, rasterized=True, **look)
         ax.set_title(
-            f"{dataset}, {protocol} protocol: client {rec['client']} ({rec['data_size']} training items), "
-            f"round {rec['round'] + 1}"
+            f"{dataset}, {protocol}: client {rec['client']} ({rec['data_size']} training items), "
+            f"round {rec['round'] + 1}\n||G - L|| / ||L|| = {rec['divergence']:.3f}, mean rho = {rec['rho_mean']:.4f}"
         )
         ax.set_xticks([])
         ax.set_yticks([])
