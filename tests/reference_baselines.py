@@ -9,6 +9,8 @@ import functools
 
 import torch
 
+from fedem.methods.privacy import laplace_sum
+from fedem.rng import numpy_rng
 from fedem.training.backbones import init_fcf, init_linear_stack
 from fedem.training.schedule import build_plan
 
@@ -61,6 +63,7 @@ class RefPFedRec:
         w, b = init_linear_stack([d, 1], seed, "init-score-head")
         self.heads = {u: linear_stack([w, b]) for u in range(ds.num_users)}
         self.tuned: dict[int, torch.Tensor] = {}
+        self.rc_seed = seed
 
     def train_round(self, t, samples):
         plan = plan_of(self.ds, self.rc, samples)
@@ -76,7 +79,15 @@ class RefPFedRec:
             step = functools.partial(self._step, head, emb, opt, opt_i)
             losses[user], _ = epoch_loop(plan.client_batches(rank), int(plan.batches_per_epoch[rank]), 1.0, step)
             self.tuned[user] = emb.weight.data.clone()
-        self.server = torch.stack([self.tuned[u] for u in range(self.ds.num_users)]).mean(0)
+        uploads = torch.stack([self.tuned[u] for u in range(self.ds.num_users)])
+        noise = self.rc["method"].get("upload_noise", 0.0)
+        server = uploads.mean(0)
+        if noise > 0:  # noisy whole uploads: their mean is the tuned tables' mean plus the noise sum / n
+            rng = numpy_rng(self.rc_seed, "upload-noise", t)  # the engine's draw (tests/test_privacy.py checks it)
+            server = (
+                server + (laplace_sum(tuple(server.shape), noise, self.ds.num_users, rng) / self.ds.num_users).float()
+            )
+        self.server = server
         return losses
 
     @staticmethod

@@ -35,6 +35,7 @@ FEDRAP_LR = {
 # different epochs; pfedrec trains one epoch (its released setting) with its lr scaled by num_items * 80
 CASES = [
     ("pfedrec", {"local_epochs": 1}, {}),
+    ("pfedrec", {"local_epochs": 1}, {"upload_noise": 0.3}),  # Table 4: noisy uploads, clean tuned tables
     ("fedncf", {"early_stop_threshold": 0.05}, FEDNCF_LR),
     ("fedncf", {"early_stop_threshold": 0.05, "kernels": "autograd"}, FEDNCF_LR),
     # FedRAP: batch 8 gives several steps per epoch (the per-batch lr decay acts); 0.1 stops clients after

@@ -145,7 +145,7 @@ def validate(config: dict, source: str = "config") -> dict:
 
 
 # what an experiment's noise scale is, per base method (Table 4)
-NOISE_KEY = {"fedem": "upload_noise", "gpfedrec": "dp"}
+NOISE_KEY = {"fedem": "upload_noise", "pfedrec": "upload_noise", "gpfedrec": "dp"}
 # what a sensitivity sweep varies, read from a fedem run's hyper-parameters (Fig. 6)
 SWEPT = {"adapter_depth": lambda hp: len(hp["adapter_layers"]) - 1, "alpha": lambda hp: hp["alpha"]}
 

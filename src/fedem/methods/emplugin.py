@@ -112,6 +112,10 @@ class EMPlugin(Method):
                 f"methods.em-plugin.adapter_layers={layers}: first size must be 2*latent_dim="
                 f"{2 * ctx.training['latent_dim']} and last must be 1"
             )
+        if hp.get("upload_noise", 0) > 0:
+            raise ConfigError(
+                f"methods.{hp['host']}-em: upload_noise is not supported with the plug-in (its uploads are its own)"
+            )
         self.spec = HOSTS[hp["host"]]
         self.host = self.spec.cls(host_context(ctx))
         self.rule = ElasticRule(layers)

@@ -4,7 +4,8 @@ No user embedding: each client scores with a private head sigmoid(w_u . q_i + b_
 client starts from the server's item table, trains one epoch taking two SGD steps per mini-batch (the
 head, then a fresh forward and the item table, at lr * num_items * lr_eta), and keeps that tuned table
 for evaluation; the server takes the unweighted mean of the tuned tables. Only the rows a client's
-samples touch move, so a client's table is the received table plus its pool rows."""
+samples touch move, so a client's table is the received table plus its pool rows. `upload_noise` (Table 4,
+not in the released code) adds Laplace noise to every whole uploaded table; the client keeps its clean one."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import numpy as np
 import torch
 
 from fedem.methods.base import Method, MethodContext
+from fedem.methods.privacy import laplace_sum
+from fedem.rng import numpy_rng
 from fedem.training.backbones import ItemLinear, init_fcf, init_linear_stack
 from fedem.training.schedule import RoundSamples
 from fedem.training.state import ClientState
@@ -95,9 +98,18 @@ class PFedRec(Method):
         self.tuned = TunedRows(self.item_table.clone(), keys, tensors["items"][order])
         # unweighted mean over all clients: G + (1/n) sum_u (T_u - G), nonzero on pool rows only
         self.item_table.index_add_(0, pool_items, (tensors["items"] - received) / plan.num_clients)
+        if self.ctx.hparams["upload_noise"] > 0:  # the server sees every whole upload plus Laplace noise
+            self.item_table.add_(self._upload_noise_sum(round_index, plan.num_clients) / plan.num_clients)
         out = torch.empty(self.num_users, dtype=torch.float64, device=self.device)
         out[plan.clients.to(self.device)] = losses
         return out
+
+    def _upload_noise_sum(self, round_index: int, num_clients: int) -> torch.Tensor:
+        """sum_u N_u of the clients' noise tables [I, d], N_u i.i.d. Laplace(0, upload_noise) per entry, drawn
+        exactly as one sum (fedem.methods.privacy.laplace_sum) from a generator of (seed, round)."""
+        rng = numpy_rng(self.ctx.seed, "upload-noise", round_index)
+        total = laplace_sum(tuple(self.item_table.shape), self.ctx.hparams["upload_noise"], num_clients, rng)
+        return total.to(self.item_table.dtype).to(self.device)
 
     def _scores(self, users: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         head = {n: self.state[n][users] for n in ("head.weight", "head.bias")}
