@@ -9,7 +9,7 @@ import functools
 
 import torch
 
-from fedem.methods.privacy import laplace_sum
+from fedem.methods.privacy_sum import laplace_sum
 from fedem.rng import numpy_rng
 from fedem.training.backbones import init_fcf, init_linear_stack
 from fedem.training.schedule import build_plan

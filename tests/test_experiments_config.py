@@ -66,8 +66,8 @@ def test_experiment_runs_are_planned_with_their_seeds(config):
             r"experiments\.sensitivity\.sweeps\.alpha': a sweep holds fedem variants only",
         ),
         (
-            lambda c: c["experiments"]["ldp"]["series"]["fedem"].append("fedmf"),
-            r"experiments\.ldp\.series\.fedem': the variants of one method with an upload-noise switch",
+            lambda c: c["experiments"]["ldp"]["series"][0].append("fedmf"),
+            r"experiments\.ldp\.series\.0': the variants of one method with an upload-noise switch",
         ),
         (
             lambda c: c["experiments"]["sensitivity"]["sweeps"].update({"lr": ["fedem"]}),
@@ -79,8 +79,8 @@ def test_experiment_runs_are_planned_with_their_seeds(config):
         (lambda c: c["methods"]["fedem-ldp0.1"].update(upload_noise=-1), r"methods\.fedem-ldp0\.1\.upload_noise"),
         (lambda c: c["methods"]["fedem-L1"].update(base="fedx"), r"unknown method 'fedx'"),
         (
-            lambda c: c["experiments"]["plugin"]["pairs"].update(fedmf="fedncf-em"),
-            r"experiments\.plugin\.pairs\.fedmf': 'fedncf-em' must be a block with base: em-plugin and host: fedmf",
+            lambda c: c["experiments"]["plugin"]["methods"].append("fedmf"),
+            r"experiments\.plugin\.methods': 'fedmf' is not a plug-in variant",
         ),
         (lambda c: c["methods"]["pfedrec-em"].update(lr_eta=-1), r"methods\.pfedrec-em\.lr_eta"),
         (lambda c: c["methods"]["pfedrec-em"].update(adapter_lr=0), r"methods\.pfedrec-em\.adapter_lr"),

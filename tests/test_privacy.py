@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fedem.methods.privacy import laplace_noise, laplace_sum
+from fedem.methods.privacy import laplace_noise
+from fedem.methods.privacy_sum import laplace_sum
 from fedem.rng import numpy_rng, torch_gen
 
 

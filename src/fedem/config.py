@@ -150,14 +150,21 @@ NOISE_KEY = {"fedem": "upload_noise", "pfedrec": "upload_noise", "gpfedrec": "dp
 SWEPT = {"adapter_depth": lambda hp: len(hp["adapter_layers"]) - 1, "alpha": lambda hp: hp["alpha"]}
 
 
+def host_of(config: dict, plugged: str) -> str:
+    """The method a plug-in variant (base: em-plugin) attaches FedEM's merging to."""
+    return config["methods"][plugged]["host"]
+
+
 def experiment_methods(config: dict) -> dict[str, list[str]]:
     """Each experiment's methods, in order (ablation: the ladder then the extra rows)."""
     exp = config["experiments"]
     return {
         "ablation": list(dict.fromkeys(exp["ablation"]["ladder"] + exp["ablation"]["extra"])),
-        "plugin": list(dict.fromkeys(m for pair in exp["plugin"]["pairs"].items() for m in pair)),
+        "plugin": list(
+            dict.fromkeys(m for plugged in exp["plugin"]["methods"] for m in (host_of(config, plugged), plugged))
+        ),
         "sensitivity": list(dict.fromkeys(m for ms in exp["sensitivity"]["sweeps"].values() for m in ms)),
-        "ldp": list(dict.fromkeys(m for ms in exp["ldp"]["series"].values() for m in ms)),
+        "ldp": list(dict.fromkeys(m for ms in exp["ldp"]["series"] for m in ms)),
     }
 
 
@@ -180,8 +187,8 @@ def _check_experiments(config: dict, source: str) -> None:
     exp = config["experiments"]
     lists = [("ablation.ladder", exp["ablation"]["ladder"]), ("ablation.extra", exp["ablation"]["extra"])]
     lists += [(f"sensitivity.sweeps.{k}", v) for k, v in exp["sensitivity"]["sweeps"].items()]
-    lists += [(f"ldp.series.{k}", v) for k, v in exp["ldp"]["series"].items()]
-    lists += [(f"plugin.pairs.{k}", [k, v]) for k, v in exp["plugin"]["pairs"].items()]
+    lists += [(f"ldp.series.{i}", v) for i, v in enumerate(exp["ldp"]["series"])]
+    lists += [("plugin.methods", exp["plugin"]["methods"])]
     for where, methods in lists:
         for m in methods:
             if m not in config["methods"]:
@@ -192,14 +199,13 @@ def _check_experiments(config: dict, source: str) -> None:
     for where, methods in lists:
         if where.startswith("sensitivity") and any(base_of(config, m) != "fedem" for m in methods):
             raise ConfigError(f"invalid config in {source} at 'experiments.{where}': a sweep holds fedem variants only")
-    for host, plugged in exp["plugin"]["pairs"].items():
-        block = config["methods"][plugged]
-        if block.get("base") != PLUGIN_BASE or block.get("host") != base_of(config, host):
+    for plugged in exp["plugin"]["methods"]:
+        if config["methods"][plugged].get("base") != PLUGIN_BASE:
             raise ConfigError(
-                f"invalid config in {source} at 'experiments.plugin.pairs.{host}': '{plugged}' must be a block with "
-                f"base: {PLUGIN_BASE} and host: {base_of(config, host)}"
+                f"invalid config in {source} at 'experiments.plugin.methods': '{plugged}' is not a plug-in variant "
+                f"(a block with base: {PLUGIN_BASE} and its host)"
             )
-    for series, methods in exp["ldp"]["series"].items():
+    for series, methods in enumerate(exp["ldp"]["series"]):
         bases = {base_of(config, m) for m in methods}
         if len(bases) != 1 or not bases <= set(NOISE_KEY):
             raise ConfigError(

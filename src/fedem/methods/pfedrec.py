@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from fedem.methods.base import Method, MethodContext
-from fedem.methods.privacy import laplace_sum
+from fedem.methods.privacy_sum import laplace_sum
 from fedem.rng import numpy_rng
 from fedem.training.backbones import ItemLinear, init_fcf, init_linear_stack
 from fedem.training.schedule import RoundSamples
@@ -106,7 +106,7 @@ class PFedRec(Method):
 
     def _upload_noise_sum(self, round_index: int, num_clients: int) -> torch.Tensor:
         """sum_u N_u of the clients' noise tables [I, d], N_u i.i.d. Laplace(0, upload_noise) per entry, drawn
-        exactly as one sum (fedem.methods.privacy.laplace_sum) from a generator of (seed, round)."""
+        exactly as one sum (fedem.methods.privacy_sum.laplace_sum) from a generator of (seed, round)."""
         rng = numpy_rng(self.ctx.seed, "upload-noise", round_index)
         total = laplace_sum(tuple(self.item_table.shape), self.ctx.hparams["upload_noise"], num_clients, rng)
         return total.to(self.item_table.dtype).to(self.device)

@@ -4,7 +4,6 @@ embeddings are unbounded, so the scale is a noise level, not a formal epsilon.""
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 
@@ -15,9 +14,3 @@ def laplace_noise(shape: torch.Size | tuple[int, ...], scale: float, gen: torch.
     e1 = torch.empty(shape).exponential_(generator=gen)
     e2 = torch.empty(shape).exponential_(generator=gen)
     return scale * (e1 - e2)
-
-
-def laplace_sum(shape: tuple[int, ...], scale: float, n: int, rng: np.random.Generator) -> torch.Tensor:
-    """The sum of n i.i.d. Laplace(0, scale) tensors, drawn exactly in O(size) instead of O(n size):
-    sum_u scale (E1_u - E2_u) = scale (G1 - G2) with G1, G2 ~ Gamma(n, 1) (a sum of n Exp(1) is Gamma(n, 1))."""
-    return torch.from_numpy(scale * (rng.gamma(n, 1.0, size=shape) - rng.gamma(n, 1.0, size=shape)))

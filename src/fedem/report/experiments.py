@@ -10,7 +10,7 @@ All under each protocol, test metrics at the best-validation round, with the neg
 
 from __future__ import annotations
 
-from fedem.config import NOISE_KEY, SWEPT, base_of, experiment_methods, method_block
+from fedem.config import NOISE_KEY, SWEPT, base_of, experiment_methods, host_of, method_block
 from fedem.report.collect import Collection
 from fedem.report.summary import Cell, fmt_mean_std, fmt_p, fmt_pct, paired_p
 from fedem.report.tablefmt import Table, Text
@@ -106,7 +106,7 @@ def ablation_table(coll: Collection, protocol: str) -> Table:
 
 def plugin_table(coll: Collection, protocol: str) -> Table:
     exp = coll.config["experiments"]["plugin"]
-    pairs, seeds = exp["pairs"], exp["seeds"]
+    plugged_methods, seeds = exp["methods"], exp["seeds"]
     datasets = _datasets(coll, experiment_methods(coll.config)["plugin"])
     table = Table(
         name=f"plugin_{protocol}",
@@ -120,7 +120,8 @@ def plugin_table(coll: Collection, protocol: str) -> Table:
         columns=[("", "Method")] + [(d, METRIC_LABEL[m]) for d in datasets for m in METRICS],
         warnings=common_warnings(coll),
     )
-    for j, (host, plugged) in enumerate(pairs.items()):
+    for j, plugged in enumerate(plugged_methods):
+        host = host_of(coll.config, plugged)
         rows = {"host": [method_label(coll, host)], "plugged": [method_label(coll, plugged)], "change": ["change"]}
         for d in datasets:
             for m in METRICS:
@@ -160,8 +161,9 @@ def ldp_table(coll: Collection, protocol: str) -> Table:
         warnings=common_warnings(coll),
         label_columns=2,
     )
-    for host, variants in series.items():
+    for variants in series:
         clean = variants[0]
+        host = base_of(coll.config, clean)
         for j, method in enumerate(variants):
             row: list[Text | str] = [method_label(coll, host) if j == 0 else "", f"{noise_scale(coll, method):g}"]
             for d in datasets:
