@@ -52,9 +52,13 @@ def experiment_timing(results: Path, config: dict, name: str) -> str:
         method, seed = path.parent.name, int(path.name.split(".")[0].removeprefix("seed"))
         if method in methods and seed in seeds:
             walls.append(json.loads(path.read_text())["wall_seconds"])
+    planned = len(config["grid"]["protocols"]) * len(config["grid"]["datasets"]) * len(methods) * len(seeds)
     if not walls:
-        return "no runs yet"
-    return f"{len(walls)} runs, {sum(walls) / 3600:.1f} h of single-job wall time"
+        return f"none of its {planned} planned runs has run yet"
+    return (
+        f"{len(walls)} of its {planned} planned runs have run (current or not; see provenance.md), "
+        f"{sum(walls) / 3600:.1f} h of single-job wall time"
+    )
 
 
 def render(tables: Path, results: Path, config: dict | None = None) -> str:
