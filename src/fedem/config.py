@@ -103,9 +103,7 @@ PLUGIN_KEYS = ("host", "adapter_layers", "adapter_lr")
 
 
 def _check_plugin(schema: dict, block: dict, source: str, key: str) -> None:
-    own = {
-        k: v for k, v in block.items() if k in PLUGIN_KEYS or k in ("base", "role", "ablation_of", "label", "probes")
-    }
+    own = {k: v for k, v in block.items() if k in PLUGIN_KEYS or k in PRESENTATION_KEYS or k == "base"}
     sub = {"$defs": schema["$defs"], "$ref": f"#/$defs/method/{PLUGIN_BASE}"}
     _raise_first(jsonschema.Draft202012Validator(sub).iter_errors(own), source, ("methods", key))
     host = {k: v for k, v in block.items() if k not in PLUGIN_KEYS} | {"base": block["host"]}

@@ -228,7 +228,8 @@ def _kept_files(keys):
 
 def table1_outputs(wildcards=None):
     """What Table 1 and its companions read: the grid's runs and probes, and the stats copies."""
-    probes = [str(layout.probe_path(RESULTS, k)) for k in grid_probes() if k.dataset in kept_datasets(GRID["probe_datasets"])]
+    keep = set(kept_datasets(GRID["probe_datasets"]))
+    probes = [str(layout.probe_path(RESULTS, k)) for k in grid_probes() if k.dataset in keep]
     return _kept_files(table1_runs()) + probes
 
 

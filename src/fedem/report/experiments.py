@@ -6,7 +6,8 @@
 - Table 4, local differential privacy: each method's variants by noise scale, the relative drop from
   its noise-free run.
 - Fig. 6's numbers, the sensitivity sweeps: one row per value of the swept hyper-parameter.
-All under each protocol, test metrics at the best-validation round, with the neg-count floor."""
+All under each protocol, test metrics at the best-validation round; the tables comparing methods
+(not the sweeps, which are fedem alone) end with the neg-count floor."""
 
 from __future__ import annotations
 
@@ -46,13 +47,33 @@ def _seeds_note(seeds: list[int]) -> str:
     )
 
 
+def _change(cell: Cell, ref: Cell) -> tuple[float | None, float | None]:
+    """(relative change of the mean over `ref`, two-sided paired t-test p-value over their common seeds)."""
+    return _relative(cell, ref), paired_p(cell.values, ref.values)[0]
+
+
+def _cells(coll: Collection, protocol: str, datasets: list[str], method: str, seeds=None) -> list[str]:
+    """A method's cells, dataset by dataset and metric by metric (all its seeds when `seeds` is None)."""
+    n = len(coll.grid["seeds"] if seeds is None else seeds)
+    return [_text(test_cell(coll, protocol, d, method, m, seeds), n) for d in datasets for m in METRICS]
+
+
+def _experiment_table(coll: Collection, name: str, title: str, caption: str, labels: list[str], datasets) -> Table:
+    """An experiment's table: label columns, then HR@10 and NDCG@10 per dataset."""
+    return Table(
+        name=name,
+        title=title,
+        caption=caption,
+        columns=[("", label) for label in labels] + [(d, METRIC_LABEL[m]) for d in datasets for m in METRICS],
+        warnings=common_warnings(coll),
+        label_columns=len(labels),
+    )
+
+
 def _floor_rows(coll: Collection, table: Table, protocol: str, datasets: list[str], lead: int = 1) -> None:
     """The no-learning floors (grid seeds), below a rule."""
     for i, floor in enumerate(coll.sanity_methods):
-        row = [method_label(coll, floor)] + [""] * (lead - 1)
-        for d in datasets:
-            for m in METRICS:
-                row.append(_text(test_cell(coll, protocol, d, floor, m), len(coll.grid["seeds"])))
+        row = [method_label(coll, floor)] + [""] * (lead - 1) + _cells(coll, protocol, datasets, floor)
         table.add_row(row, rule_before=i == 0)
 
 
@@ -65,18 +86,19 @@ def ablation_table(coll: Collection, protocol: str) -> Table:
     exp = coll.config["experiments"]["ablation"]
     ladder, extra, seeds = exp["ladder"], [m for m in exp["extra"] if m not in exp["ladder"]], exp["seeds"]
     datasets = _datasets(coll, ladder + extra)
-    table = Table(
-        name=f"ablation_{protocol}",
-        title=f"Ablation ladder (Table 2), {protocol} protocol",
-        caption=(
+    table = _experiment_table(
+        coll,
+        f"ablation_{protocol}",
+        f"Ablation ladder (Table 2), {protocol} protocol",
+        (
             "Each rung is fedem's code with one switch (config/config.yaml; docs/experiments.md): "
             + "; ".join(f"{i + 1}. {method_label(coll, m)}" for i, m in enumerate(ladder))
             + ". In brackets: the relative change of the rung's mean over the rung below it, and the two-sided "
             "paired t-test p-value over seeds. Below the ladder: the released code's own switches (one each from "
             f"fedem's defaults). {_seeds_note(seeds)}"
         ),
-        columns=[("", "Variant")] + [(d, METRIC_LABEL[m]) for d in datasets for m in METRICS],
-        warnings=common_warnings(coll),
+        ["Variant"],
+        datasets,
     )
     if not datasets:
         table.notes.append("No current result file of the ablation for this protocol: nothing to show.")
@@ -87,19 +109,15 @@ def ablation_table(coll: Collection, protocol: str) -> Table:
                 cell = test_cell(coll, protocol, d, method, m, seeds)
                 text = _text(cell, len(seeds))
                 if i > 0 and cell.mean is not None:
-                    below = test_cell(coll, protocol, d, ladder[i - 1], m, seeds)
-                    rel = _relative(cell, below)
-                    p, _ = paired_p(cell.values, below.values)
+                    rel, p = _change(cell, test_cell(coll, protocol, d, ladder[i - 1], m, seeds))
                     if rel is not None:
                         text += f" ({fmt_pct(rel, signed=True)}, {fmt_p(p)})"
                 row.append(text)
         table.add_row(row)
     for j, method in enumerate(extra):
-        row = [method_label(coll, method)]
-        for d in datasets:
-            for m in METRICS:
-                row.append(_text(test_cell(coll, protocol, d, method, m, seeds), len(seeds)))
-        table.add_row(row, rule_before=j == 0)
+        table.add_row(
+            [method_label(coll, method)] + _cells(coll, protocol, datasets, method, seeds), rule_before=j == 0
+        )
     _floor_rows(coll, table, protocol, datasets)
     return table
 
@@ -108,33 +126,31 @@ def plugin_table(coll: Collection, protocol: str) -> Table:
     exp = coll.config["experiments"]["plugin"]
     plugged_methods, seeds = exp["methods"], exp["seeds"]
     datasets = _datasets(coll, experiment_methods(coll.config)["plugin"])
-    table = Table(
-        name=f"plugin_{protocol}",
-        title=f"FedEM's elastic merging plugged into other methods (Table 3), {protocol} protocol",
-        caption=(
+    table = _experiment_table(
+        coll,
+        f"plugin_{protocol}",
+        f"FedEM's elastic merging plugged into other methods (Table 3), {protocol} protocol",
+        (
             "Each host as Table 1 runs it, then with FedEM's merge in place of taking the server's table: the client "
             "keeps its own table and merges it with what the server returns (an adapter per client, trained as FedEM "
             "trains it; docs/experiments.md). change: relative change of the mean, and the two-sided paired t-test "
             f"p-value over seeds. {_seeds_note(seeds)}"
         ),
-        columns=[("", "Method")] + [(d, METRIC_LABEL[m]) for d in datasets for m in METRICS],
-        warnings=common_warnings(coll),
+        ["Method"],
+        datasets,
     )
     for j, plugged in enumerate(plugged_methods):
         host = host_of(coll.config, plugged)
-        rows = {"host": [method_label(coll, host)], "plugged": [method_label(coll, plugged)], "change": ["change"]}
+        change = ["change"]
         for d in datasets:
             for m in METRICS:
-                without = test_cell(coll, protocol, d, host, m, seeds)
-                with_em = test_cell(coll, protocol, d, plugged, m, seeds)
-                rows["host"].append(_text(without, len(seeds)))
-                rows["plugged"].append(_text(with_em, len(seeds)))
-                rel = _relative(with_em, without)
-                p, _ = paired_p(with_em.values, without.values)
-                rows["change"].append("—" if rel is None else f"{fmt_pct(rel, signed=True)} ({fmt_p(p)})")
-        table.add_row(rows["host"], rule_before=j > 0)
-        table.add_row(rows["plugged"])
-        table.add_row(rows["change"])
+                rel, p = _change(
+                    test_cell(coll, protocol, d, plugged, m, seeds), test_cell(coll, protocol, d, host, m, seeds)
+                )
+                change.append("—" if rel is None else f"{fmt_pct(rel, signed=True)} ({fmt_p(p)})")
+        table.add_row([method_label(coll, host)] + _cells(coll, protocol, datasets, host, seeds), rule_before=j > 0)
+        table.add_row([method_label(coll, plugged)] + _cells(coll, protocol, datasets, plugged, seeds))
+        table.add_row(change)
     _floor_rows(coll, table, protocol, datasets)
     return table
 
@@ -147,19 +163,19 @@ def ldp_table(coll: Collection, protocol: str) -> Table:
     exp = coll.config["experiments"]["ldp"]
     series, seeds = exp["series"], exp["seeds"]
     datasets = _datasets(coll, experiment_methods(coll.config)["ldp"])
-    table = Table(
-        name=f"ldp_{protocol}",
-        title=f"Local differential privacy (Table 4), {protocol} protocol",
-        caption=(
+    table = _experiment_table(
+        coll,
+        f"ldp_{protocol}",
+        f"Local differential privacy (Table 4), {protocol} protocol",
+        (
             "Laplace noise of scale delta on every entry of every uploaded item table, drawn fresh each round; "
             "the client keeps its clean table, the server sees only the noisy uploads. delta is a noise scale, "
             "NOT a formal epsilon: nothing is clipped and the embeddings are unbounded, so no privacy guarantee "
             "follows from it. In brackets: the relative change from the method's delta = 0 run. "
             f"{_seeds_note(seeds)}"
         ),
-        columns=[("", "Method"), ("", "delta")] + [(d, METRIC_LABEL[m]) for d in datasets for m in METRICS],
-        warnings=common_warnings(coll),
-        label_columns=2,
+        ["Method", "delta"],
+        datasets,
     )
     for variants in series:
         clean = variants[0]
@@ -188,30 +204,27 @@ def sensitivity_table(coll: Collection, protocol: str) -> Table:
     sweeps, seeds = exp["sweeps"], exp["seeds"]
     datasets = _datasets(coll, experiment_methods(coll.config)["sensitivity"])
     defaults = {s: sweep_value(coll, s, "fedem") for s in sweeps}
-    table = Table(
-        name=f"sensitivity_{protocol}",
-        title=f"Sensitivity of fedem to the adapter depth and alpha (Fig. 6), {protocol} protocol",
-        caption=(
+    table = _experiment_table(
+        coll,
+        f"sensitivity_{protocol}",
+        f"Sensitivity of fedem to the adapter depth and alpha (Fig. 6), {protocol} protocol",
+        (
             "One hyper-parameter varied at a time from fedem's defaults ("
             + ", ".join(f"{SWEEP_LABEL[s]} = {v:g}" for s, v in defaults.items())
             + "; the adapter of depth L has hidden sizes 16, 8, 4, 2 truncated to L - 1 layers). "
             f"{_seeds_note(seeds)}"
         ),
-        columns=[("", "Swept"), ("", "value")] + [(d, METRIC_LABEL[m]) for d in datasets for m in METRICS],
-        warnings=common_warnings(coll),
-        label_columns=2,
+        ["Swept", "value"],
+        datasets,
     )
     for sweep, variants in sweeps.items():
         for j, method in enumerate(variants):
             value = sweep_value(coll, sweep, method)
-            row: list[Text | str] = [
+            label = [
                 SWEEP_LABEL[sweep] if j == 0 else "",
                 f"{value:g}" + (" (default)" if value == defaults[sweep] else ""),
             ]
-            for d in datasets:
-                for m in METRICS:
-                    row.append(_text(test_cell(coll, protocol, d, method, m, seeds), len(seeds)))
-            table.add_row(row, rule_before=j == 0)
+            table.add_row(label + _cells(coll, protocol, datasets, method, seeds), rule_before=j == 0)
     return table
 
 

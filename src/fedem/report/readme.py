@@ -8,6 +8,7 @@ import statistics
 from pathlib import Path
 
 from fedem.report import layout
+from fedem.report.layout import RunKey
 
 BEGIN = "<!-- results:begin (rendered by `python -m fedem.report readme`; do not edit) -->"
 END = "<!-- results:end -->"
@@ -18,12 +19,19 @@ SECTIONS = (
 )
 
 
-def grid_timing(results: Path) -> str:
-    walls, machines = [], set()
-    for path in sorted((results / layout.RUNS).rglob("seed*.timing.json")):
-        timing = json.loads(path.read_text())
-        walls.append(timing["wall_seconds"])
-        machines.add(timing.get("machine", "?"))
+def run_timings(results: Path) -> list[tuple[RunKey, dict]]:
+    """Every run's timing sidecar, read once for all the timing lines."""
+    found = []
+    for key, path in layout.find_runs(results):
+        timing = layout.timing_path(path)
+        if timing.is_file():
+            found.append((key, json.loads(timing.read_text())))
+    return found
+
+
+def grid_timing(timings: list[tuple[RunKey, dict]]) -> str:
+    walls = [t["wall_seconds"] for _, t in timings]
+    machines = {t.get("machine", "?") for _, t in timings}
     if not walls:
         return "No runs yet."
     return (
@@ -41,17 +49,13 @@ EXPERIMENT_SECTIONS = (
 )
 
 
-def experiment_timing(results: Path, config: dict, name: str) -> str:
+def experiment_timing(timings: list[tuple[RunKey, dict]], config: dict, name: str) -> str:
     """Single-job wall time of the runs one experiment reads (shared Table-1 runs included)."""
     from fedem.config import experiment_methods
 
     methods = set(experiment_methods(config)[name])
     seeds = set(config["experiments"][name]["seeds"])
-    walls = []
-    for path in sorted((results / layout.RUNS).rglob("seed*.timing.json")):
-        method, seed = path.parent.name, int(path.name.split(".")[0].removeprefix("seed"))
-        if method in methods and seed in seeds:
-            walls.append(json.loads(path.read_text())["wall_seconds"])
+    walls = [t["wall_seconds"] for key, t in timings if key.method in methods and key.seed in seeds]
     planned = len(config["grid"]["protocols"]) * len(config["grid"]["datasets"]) * len(methods) * len(seeds)
     if not walls:
         return f"none of its {planned} planned runs has run yet"
@@ -67,11 +71,12 @@ def render(tables: Path, results: Path, config: dict | None = None) -> str:
         path = tables / name
         if path.is_file():
             parts += [f"#### {title}", "", path.read_text().strip(), ""]
-    parts += [f"Compute of the committed grid: {grid_timing(results)}", ""]
+    timings = run_timings(results)
+    parts += [f"Compute of the committed grid: {grid_timing(timings)}", ""]
     if config is not None:
         protocols = config["grid"]["protocols"]
         for table_set, title, command in EXPERIMENT_SECTIONS:
-            parts += [f"### {title}", "", f"`{command}` ({experiment_timing(results, config, table_set)})", ""]
+            parts += [f"### {title}", "", f"`{command}` ({experiment_timing(timings, config, table_set)})", ""]
             for protocol in protocols:
                 path = tables / f"{table_set}_{protocol}.md"
                 if path.is_file():
