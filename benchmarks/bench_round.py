@@ -89,7 +89,7 @@ def bench_reference(ds, method, config, clients=60):
 
 
 # methods' sections worth timing apart in a profile (whichever the method has)
-_SECTIONS = ("train_plain", "_train_merged", "_merge_tables_in_place", "_aggregate")
+_SECTIONS = ("train_plain", "_train_merged", "_merge_tables_in_place", "_merge_in_place", "_aggregate")
 
 
 def profile_round(ds, method, config, round_index, top=15):
@@ -98,13 +98,14 @@ def profile_round(ds, method, config, round_index, top=15):
     from torch.profiler import ProfilerActivity, profile, record_function
 
     import fedem.engine.federation as federation
-    from fedem.config import run_config
+    from fedem.config import base_of, run_config
     from fedem.engine.evaluation import Evaluator
 
     rc = run_config(config, "authors", method)
+    key = base_of(config, method)  # a variant runs its base's class
     rc["training"]["rounds"] = round_index + 1
     rc["training"]["full_ranking"] = True
-    base = federation.get_method(method)
+    base = federation.get_method(key)
     state = {"profiler": None}
 
     def labelled(name, fn):
@@ -129,7 +130,7 @@ def profile_round(ds, method, config, round_index, top=15):
     wrapped = type(base.__name__, (base,), attrs)
     evaluate = {name: getattr(Evaluator, name) for name in ("sampled", "full")}
     original_get = federation.get_method
-    federation.get_method = lambda key: wrapped if key == method else original_get(key)
+    federation.get_method = lambda name: wrapped if name == key else original_get(name)
     for name, fn in evaluate.items():
         setattr(Evaluator, name, labelled(f"eval.{name}", fn))
     try:

@@ -206,9 +206,23 @@ class RefFedRAP:
         self.personal = {u: personal.clone() for u in range(ds.num_users)}
         self.epochs: dict[int, int] = {}
 
-    def _loss(self, head, emb_d, emb_c, items, labels):
+    # plug-in hooks (tests/reference_plugin.py): where a client's C starts, the C rows its model reads,
+    # a step before each of its own, what it keeps of C
+    def _start_common(self, u):
+        return self.server
+
+    def _common_rows(self, u, emb_c, items):
+        return emb_c(items)
+
+    def _before_step(self, u, loss_fn):
+        pass
+
+    def _keep_common(self, u, table):
+        pass
+
+    def _loss(self, head, emb_d, emb_c, items, labels, u=None):
         hp = self.rc["method"]
-        d_rows, c_rows = emb_d(items), emb_c(items)
+        d_rows, c_rows = emb_d(items), self._common_rows(u, emb_c, items)
         pred = torch.sigmoid(head(d_rows + c_rows).view(-1))
         reg = torch.nn.L1Loss()(c_rows, torch.zeros_like(c_rows))
         return BCE(pred, labels) - hp["lambda"] * torch.nn.MSELoss()(d_rows, c_rows) + hp["mu"] * reg
@@ -220,7 +234,7 @@ class RefFedRAP:
         losses, uploads = {}, {}
         for rank, u in enumerate(plan.clients.tolist()):
             emb_d = torch.nn.Embedding.from_pretrained(self.personal[u].clone(), freeze=False)
-            emb_c = torch.nn.Embedding.from_pretrained(self.server.clone(), freeze=False)
+            emb_c = torch.nn.Embedding.from_pretrained(self._start_common(u).clone(), freeze=False)
             head = self.heads[u]
             opt = torch.optim.SGD(
                 [
@@ -235,8 +249,9 @@ class RefFedRAP:
             loss_sum, n_sum, history = 0.0, 0, []
             for epoch in range(len(batches) // per_epoch):
                 for items, labels in batches[epoch * per_epoch : (epoch + 1) * per_epoch]:
+                    self._before_step(u, functools.partial(self._loss, head, emb_d, emb_c, items, labels, u))
                     opt.zero_grad()
-                    loss = self._loss(head, emb_d, emb_c, items, labels)
+                    loss = self._loss(head, emb_d, emb_c, items, labels, u)
                     loss.backward()
                     opt.step()
                     sched.step()
@@ -249,6 +264,7 @@ class RefFedRAP:
             losses[u], self.epochs[u] = loss_sum / n_sum, len(history)
             self.personal[u] = emb_d.weight.data.clone()
             uploads[u] = emb_c.weight.data.clone()
+            self._keep_common(u, uploads[u])
         self.server = torch.stack([uploads[u] for u in range(self.ds.num_users)]).mean(0)
         return losses
 
@@ -284,8 +300,20 @@ class RefGPFedRec:
         self.targets = {u: items.clone() for u in range(ds.num_users)}
         self.global_table = items.clone()
 
-    def _forward(self, user, emb, mlp, items):
-        return torch.sigmoid(mlp(torch.cat((user.expand(len(items), -1), emb(items)), dim=1)).view(-1))
+    def _forward(self, user, emb, mlp, items, u=None):
+        rows = self._item_rows(u, emb, items)
+        return torch.sigmoid(mlp(torch.cat((user.expand(len(items), -1), rows), dim=1)).view(-1))
+
+    # plug-in hooks (tests/reference_plugin.py): where a client's table starts, the rows its model reads,
+    # a step before each of its own
+    def _start_table(self, u):
+        return self.global_table
+
+    def _item_rows(self, u, emb, items):
+        return emb(items)
+
+    def _before_step(self, u, loss_fn):
+        pass
 
     def train_round(self, t, samples):
         plan = plan_of(self.ds, self.rc, samples)
@@ -294,24 +322,25 @@ class RefGPFedRec:
         losses = {}
         for rank, u in enumerate(plan.clients.tolist()):
             user = torch.nn.Parameter(self.users[u].clone())
-            emb = torch.nn.Embedding.from_pretrained(self.global_table.clone(), freeze=False)
+            emb = torch.nn.Embedding.from_pretrained(self._start_table(u).clone(), freeze=False)
             mlp = self.towers[u]
             opts = [
                 torch.optim.SGD(mlp.parameters(), lr=lr["mlp"]),
                 torch.optim.SGD([user], lr=lr["user"] * hp["lr_eta"] - lr["user"]),
                 torch.optim.SGD(emb.parameters(), lr=lr["items"] * self.ds.num_items * hp["lr_eta"] - lr["items"]),
             ]
-            step = functools.partial(self._step, opts, user, emb, mlp, self.targets[u], hp["reg"])
+            step = functools.partial(self._step, opts, user, emb, mlp, self.targets[u], hp["reg"], u)
             losses[u], _ = epoch_loop(plan.client_batches(rank), int(plan.batches_per_epoch[rank]), 1.0, step)
             self.users[u] = user.data.clone()
             self.tables[u] = emb.weight.data.clone()
         self._aggregate()
         return losses
 
-    def _step(self, opts, user, emb, mlp, target, reg, items, labels):
+    def _step(self, opts, user, emb, mlp, target, reg, u, items, labels):
+        self._before_step(u, lambda: BCE(self._forward(user, emb, mlp, items, u), labels))
         for opt in opts:
             opt.zero_grad()
-        loss = BCE(self._forward(user, emb, mlp, items), labels)
+        loss = BCE(self._forward(user, emb, mlp, items, u), labels)
         loss = loss + reg * torch.nn.MSELoss()(emb.weight, target)
         loss.backward()
         for opt in opts:

@@ -1,4 +1,5 @@
-"""A plain, slow, per-client reference of FedEM's merging plugged into FedMF and PFedRec (Table 3),
+"""A plain, slow, per-client reference of FedEM's merging plugged into FedMF, PFedRec, GPFedRec and
+FedRAP (Table 3),
 written the way the FedEM authors' code merges (model/engine.py: an in-place merge at the start of the
 round, the merge again in every forward, an adapter step before each of the host's steps), with the
 hosts' own per-client steps (tests/reference_baselines.py). One nn.Module and fresh torch.optim
@@ -11,7 +12,113 @@ import torch
 from fedem.methods.adapter import init_adapter
 from fedem.training.backbones import init_fcf, init_linear_stack
 
-from reference_baselines import BCE, epoch_loop, linear_stack, plan_of
+from reference_baselines import BCE, RefFedRAP, RefGPFedRec, epoch_loop, linear_stack, plan_of
+
+
+class _Adapters:
+    """Every client's adapter (nn.Sequential, sigmoid last), the merge, and the adapter's own SGD step
+    before each of the host's steps (the SGD hosts' kind; no schedule, no weight decay)."""
+
+    def _init_adapters(self, rc, seed):
+        hp = rc["method"]
+        adapter = init_adapter(hp["adapter_layers"], seed)
+        self.adapters = {u: linear_stack(adapter, last=torch.nn.Sigmoid()) for u in range(self.ds.num_users)}
+        self.trained = False
+        self.merging = False
+
+    def merged(self, u, local, global_):
+        delta = global_ - local
+        return local + self.adapters[u](torch.cat((local, delta), dim=-1)) * delta
+
+    def _before_step(self, u, loss_fn):
+        if not self.merging:
+            return
+        opt = torch.optim.SGD(self.adapters[u].parameters(), lr=self.rc["method"]["adapter_lr"])
+        opt.zero_grad()
+        loss_fn().backward()
+        opt.step()
+
+
+class RefPluggedGPFedRec(_Adapters, RefGPFedRec):
+    """GPFedRec + EM: a client starts from merge(its own table, the server's mean), its model reads the
+    merged rows, the pull toward r_u stays on its own table; evaluated with merge(own, new mean)."""
+
+    def __init__(self, ds, rc, seed):
+        RefGPFedRec.__init__(self, ds, rc, seed)
+        self._init_adapters(rc, seed)
+
+    def _start_table(self, u):
+        if not self.trained:
+            return self.global_table
+        with torch.no_grad():
+            return self.merged(u, self.tables[u], self.global_table)
+
+    def _item_rows(self, u, emb, items):
+        rows = emb(items)
+        return self.merged(u, rows, self.global_table[items]) if self.merging else rows
+
+    def train_round(self, t, samples):
+        self.merging = self.trained
+        losses = RefGPFedRec.train_round(self, t, samples)
+        self.trained = True
+        return losses
+
+    def check_state(self, engine, close):
+        RefGPFedRec.check_state(self, engine.host, close)
+        close(engine.local, torch.stack([self.tables[u] for u in range(self.ds.num_users)]))
+
+    @torch.no_grad()
+    def scores(self, candidates):
+        out = []
+        for u in range(self.ds.num_users):
+            c = candidates[u]
+            rows = self.merged(u, self.tables[u][c], self.global_table[c])
+            x = torch.cat((self.users[u].expand(len(c), -1), rows), dim=1)
+            out.append(torch.sigmoid(self.towers[u](x).view(-1)))
+        return torch.stack(out)
+
+
+class RefPluggedFedRAP(_Adapters, RefFedRAP):
+    """FedRAP + EM: each client keeps its own copy of C and starts from merge(own C, the server's C); its
+    model (score and both regularisers) reads the merged rows of C; the server's C is the mean of the
+    clients' copies; evaluated with D_u + merge(own C, new C)."""
+
+    def __init__(self, ds, rc, seed):
+        RefFedRAP.__init__(self, ds, rc, seed)
+        self._init_adapters(rc, seed)
+        self.own_common = {u: self.server.clone() for u in range(ds.num_users)}
+
+    def _start_common(self, u):
+        if not self.trained:
+            return self.own_common[u]
+        with torch.no_grad():
+            return self.merged(u, self.own_common[u], self.server)
+
+    def _common_rows(self, u, emb_c, items):
+        rows = emb_c(items)
+        return self.merged(u, rows, self.server[items]) if self.merging else rows
+
+    def _keep_common(self, u, table):
+        self.own_common[u] = table
+
+    def train_round(self, t, samples):
+        self.merging = self.trained
+        losses = RefFedRAP.train_round(self, t, samples)
+        self.trained = True
+        return losses
+
+    def check_state(self, engine, close):
+        RefFedRAP.check_state(self, engine.host, close)
+        close(engine.local, torch.stack([self.own_common[u] for u in range(self.ds.num_users)]))
+
+    @torch.no_grad()
+    def scores(self, candidates):
+        out = []
+        for u in range(self.ds.num_users):
+            c = candidates[u]
+            rows = self.personal[u][c] + self.merged(u, self.own_common[u][c], self.server[c])
+            out.append(torch.sigmoid(self.heads[u](rows).view(-1)))
+        return torch.stack(out)
 
 
 class RefPlugged:

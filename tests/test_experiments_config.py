@@ -101,6 +101,8 @@ def test_bad_experiment_config_is_rejected_naming_the_key(config, edit, message)
 def test_a_variant_whose_base_has_no_block_is_rejected(config):
     cfg = copy.deepcopy(config)
     del cfg["methods"]["gpfedrec"]
+    del cfg["methods"]["gpfedrec-em"]  # a plug-in variant names its host's missing block first
+    cfg["experiments"]["plugin"]["methods"].remove("gpfedrec-em")
     cfg["methods"]["gpfedrec-dp"] = {"base": "gpfedrec", "role": "ablation", "ablation_of": "fedem", "dp": 0.1}
     cfg["grid"]["methods"].remove("gpfedrec")
     with pytest.raises(

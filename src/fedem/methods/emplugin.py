@@ -13,7 +13,13 @@ merge(L_u, G) of the new G.
 What a host declares, read from its code rather than copied: the table that is merged is its backbone's
 one shared item-row parameter (`ParamSpec(item_rows=True, shared=True)`); the server's copy of it, its
 mean and any other shared parameter are listed in HOSTS. The host's module runs unchanged (its code
-hash, and so its Table-1 results, are untouched by this plug-in)."""
+hash, and so its Table-1 results, are untouched by this plug-in).
+
+Hosts with a local loop of their own (GPFedRec's pull toward r_u, FedRAP's two tables with weight decay)
+run their own round instead, through a plug point: with `host.plug = self` the host starts each client
+from `self.local[u]` (merged in place here first), calls `loop_merge(plan, pool_items)` for a
+`LoopMerge` that takes the adapter's step and merges the rows inside its loop, and writes its trained
+tables back into `self.local`; its own server step runs on them."""
 
 from __future__ import annotations
 
@@ -25,7 +31,7 @@ import numpy as np
 import torch
 
 from fedem.errors import ConfigError
-from fedem.methods import fedmf, fedncf, pfedrec
+from fedem.methods import fedmf, fedncf, fedrap, gpfedrec, pfedrec
 from fedem.methods.adapter import MergedFCF
 from fedem.methods.aggregation import fedavg, sample_weights
 from fedem.methods.base import Method, MethodContext
@@ -46,13 +52,74 @@ class Host:
     mean: str  # the host server's mean over the uploads: "samples" (sample-weighted) | "uniform"
     shared_dense: str | None = None  # the host's attribute holding its other shared parameters (FedAvg)
     step_groups: tuple[tuple[str, ...], ...] | None = None  # the host's sub-steps per mini-batch (None: one)
+    own_loop: bool = False  # the host trains through its plug point (its own round and server step)
+    local_tables: str | None = None  # own_loop: the host's attribute already holding each client's table
 
 
 HOSTS = {
     "fedmf": Host(fedmf.FedMF, "item_table", "samples"),
     "fedncf": Host(fedncf.FedNCF, "item_table", "samples", shared_dense="mlp"),
     "pfedrec": Host(pfedrec.PFedRec, "item_table", "uniform", step_groups=pfedrec.HEAD_THEN_ITEMS),
+    "gpfedrec": Host(gpfedrec.GPFedRec, "global_table", "own", own_loop=True, local_tables="tables"),
+    "fedrap": Host(fedrap.FedRAP, "common", "own", own_loop=True),
 }
+
+
+_RAGGED_BUCKET = 64  # clients per padded block of a ragged merge (sorted by sample count: little padding)
+
+
+def merge_ragged(rule, params: list[torch.Tensor], client: torch.Tensor, local: torch.Tensor, global_: torch.Tensor):
+    """merge_rows for ragged samples: sample n [N] belongs to client[n] (ascending; params stacked per
+    client [C, ...]). The rule runs on padded blocks of clients of similar sample counts, so a host
+    whose batches are mostly padding (FedRAP's 2048) pays for its valid samples only."""
+    delta = global_ - local
+    num_clients = params[0].shape[0] if params else int(client.max()) + 1
+    counts = torch.bincount(client, minlength=num_clients)
+    starts = torch.cumsum(counts, 0) - counts
+    order = torch.argsort(counts, descending=True, stable=True)
+    sizes = counts[order].tolist()
+    flat_index, flat_rho = [], []
+    for lo in range(0, num_clients, _RAGGED_BUCKET):
+        if sizes[lo] == 0:
+            break
+        ids = order[lo : lo + _RAGGED_BUCKET]
+        slot = torch.arange(sizes[lo], device=local.device)
+        valid = slot < counts[ids].unsqueeze(1)
+        index = torch.where(valid, starts[ids].unsqueeze(1) + slot, 0)  # [b, m] into the N samples
+        rho = rule.rho([p.index_select(0, ids) for p in params], local[index], delta[index])
+        flat_index.append(index[valid])
+        flat_rho.append(rho[valid])
+    rho = torch.zeros((local.shape[0], 1), dtype=local.dtype, device=local.device)
+    if flat_index:
+        rho = rho.index_put((torch.cat(flat_index),), torch.cat(flat_rho))
+    return local + rho * delta
+
+
+class LoopMerge:
+    """FedEM's two-step batch inside a host's own local loop, for one round of the plan's clients.
+    adapter: each client's rule parameters [C, ...] in plan order (trained in place); global_rows: the
+    server's table at the pool rows [R, d]. The host passes a mini-batch as its valid samples: client
+    [N] (plan rank, ascending), the samples' rows of its own table [N, d] and their pool rows [N]. The
+    adapter's step is plain (the host's kind of optimizer at adapter_lr, no schedule, no weight decay),
+    as FedEM's own adapter optimizer."""
+
+    def __init__(self, rule, adapter: list[torch.Tensor], global_rows: torch.Tensor, optimizer):
+        self.rule, self.adapter, self.global_rows = rule, adapter, global_rows
+        self.optimizer = optimizer.make("adapter", adapter)
+
+    def adapter_step(self, k, ck, client_mask, client, local, pool_rows, loss_of) -> None:
+        """One step of the first ck clients' adapters on loss_of(merged rows [N, d]) [ck]."""
+        leaves = [p[:ck].detach().requires_grad_() for p in self.adapter]
+        merged = merge_ragged(self.rule, leaves, client, local.detach(), self.global_rows.index_select(0, pool_rows))
+        grads = torch.autograd.grad(loss_of(merged).sum(), leaves)
+        for i, g in enumerate(grads):
+            self.optimizer.grads[i][:ck].copy_(g)
+            self.optimizer.step_one(i, k + 1, ck, client_mask, 1.0)
+
+    def merged(self, ck, client, local, pool_rows) -> torch.Tensor:
+        """The samples' merged rows [N, d] with the adapters as they are now (fixed inputs)."""
+        params = [p[:ck] for p in self.adapter]
+        return merge_ragged(self.rule, params, client, local, self.global_rows.index_select(0, pool_rows))
 
 
 def shared_table(backbone: Backbone) -> str:
@@ -119,21 +186,27 @@ class EMPlugin(Method):
         self.spec = HOSTS[hp["host"]]
         self.host = self.spec.cls(host_context(ctx))
         self.rule = ElasticRule(layers)
-        # on FCF the merged backbone is FedEM's own, with its closed-form and native fast paths
-        self.table = shared_table(self.host.backbone)
-        self.global_name = global_name(self.table)
-        fcf = isinstance(self.host.backbone, FCF)
-        self.backbone = MergedFCF(self.rule) if fcf else Merged(self.host.backbone, self.rule)
         # the adapter takes the host's kind of optimizer step (one spec per run), at its own lr
         self.optimizer = dataclasses.replace(
             self.host.optimizer, lrs={**self.host.optimizer.lrs, "adapter": hp["adapter_lr"]}
         )
-        self.host_steps = self.spec.step_groups or (
-            tuple(dict.fromkeys(s.lr_group for s in self.host.backbone.trainable)),
-        )
-        self.step_groups = (("adapter",), *self.host_steps)  # FedEM's batch: the adapter's step, then the host's
+        if not self.spec.own_loop:
+            # on FCF the merged backbone is FedEM's own, with its closed-form and native fast paths
+            self.table = shared_table(self.host.backbone)
+            self.global_name = global_name(self.table)
+            fcf = isinstance(self.host.backbone, FCF)
+            self.backbone = MergedFCF(self.rule) if fcf else Merged(self.host.backbone, self.rule)
+            self.host_steps = self.spec.step_groups or (
+                tuple(dict.fromkeys(s.lr_group for s in self.host.backbone.trainable)),
+            )
+            self.step_groups = (("adapter",), *self.host_steps)  # FedEM's batch: the adapter's step, then the host's
         g = self.global_table
-        self.local = g.expand((self.num_users,) + g.shape).clone()  # L_u: every client's own table
+        if self.spec.local_tables:  # the host already keeps every client's table
+            self.local = getattr(self.host, self.spec.local_tables)
+        else:
+            self.local = g.expand((self.num_users,) + g.shape).clone()  # L_u: every client's own table
+        if self.spec.own_loop:
+            self.host.plug = self
         self.adapter = [
             t.to(self.device).expand((self.num_users,) + t.shape).clone() for t in self.rule.templates(ctx.seed)
         ]
@@ -151,9 +224,29 @@ class EMPlugin(Method):
                 params = [p[lo:hi] for p in self.adapter]
                 self.local[lo:hi] = merge_rows(self.rule, params, self.local[lo:hi], g.expand(hi - lo, -1, -1))[0]
 
+    def loop_merge(self, plan, pool_items: torch.Tensor) -> LoopMerge | None:
+        """For an own-loop host: this round's merge inside its loop (None in round 0: no table of its own)."""
+        if not self.has_local:
+            return None
+        ranked = plan.clients.to(self.device)
+        self._round_adapter = (ranked, [p.index_select(0, ranked) for p in self.adapter])
+        return LoopMerge(self.rule, self._round_adapter[1], self.global_table[pool_items], self.optimizer)
+
+    def _train_own_loop(self, round_index, samples, negatives) -> torch.Tensor:
+        self._round_adapter = None
+        losses = self.host.train_round(round_index, samples, negatives)
+        if self._round_adapter is not None:
+            ranked, trained = self._round_adapter
+            for p, t in zip(self.adapter, trained):
+                p.index_copy_(0, ranked, t)
+        self.has_local = True
+        return losses
+
     def train_round(self, round_index: int, samples: RoundSamples, negatives: np.ndarray) -> torch.Tensor:
         if self.has_local:
             self._merge_in_place()
+        if self.spec.own_loop:
+            return self._train_own_loop(round_index, samples, negatives)
         plan = samples.plan()
         dev = self.device
         ranked = plan.clients.to(dev)
@@ -220,11 +313,16 @@ class EMPlugin(Method):
         with torch.no_grad():
             return merge_rows(self.rule, [p[users] for p in self.adapter], local, global_)[0]
 
+    def _scores(self, users, items, rows):
+        if self.spec.own_loop:
+            return self.host.scores_on(users, items, rows)
+        return self.host.backbone.scores(self._inputs(users, rows))
+
     def score(self, users, items):
         rows = self._merged(users, self.local[users.unsqueeze(1), items], self.global_table[items])
-        return self.host.backbone.scores(self._inputs(users, rows))
+        return self._scores(users, items, rows)
 
     def score_all(self, users):
         g = self.global_table.expand(users.numel(), -1, -1)
         rows = self._merged(users, self.local.index_select(0, users), g)
-        return self.host.backbone.scores(self._inputs(users, rows))
+        return self._scores(users, None, rows)

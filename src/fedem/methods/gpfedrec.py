@@ -8,7 +8,11 @@ the user embedding at lr * lr_eta - lr, the table at lr * num_items * lr_eta - l
 user graph from the uploaded tables (the released code keeps, for each user, the users whose cosine
 DISTANCE to it exceeds the mean distance: `graph: distance`; `similarity` keeps the more similar ones),
 averages the tables over each user's neighbours (r_u, mp_layers times) and sends r_u and their mean.
-Clients are evaluated with their own trained tables."""
+Clients are evaluated with their own trained tables.
+
+Plug point (`em-plugin`, Table 3): with `self.plug` set, a client starts the round from its own
+(merged) table `plug.local[u]` (= `self.tables`) instead of the server's mean, and the plug's merge
+runs inside the local loop (`plug.loop_merge`); everything else is unchanged."""
 
 from __future__ import annotations
 
@@ -84,6 +88,7 @@ class GPFedRec(Method):
         lrs["user"] = lrs["user"] * hp["lr_eta"] - lrs["user"]
         lrs["items"] = lrs["items"] * self.num_items * hp["lr_eta"] - lrs["items"]
         self.optimizer = dataclasses.replace(self.optimizer, lrs=lrs)
+        self.plug = None  # set by em-plugin
 
     def train_round(self, round_index: int, samples: RoundSamples, negatives: np.ndarray) -> torch.Tensor:
         plan = samples.plan()
@@ -92,10 +97,12 @@ class GPFedRec(Method):
         pool_items = plan.pool_items.to(dev)
         owners = ranked[plan.pool_client.to(dev)]
         tensors = {n: t.index_select(0, ranked) for n, t in self.state.items()}
-        tensors["items"] = self.global_table[pool_items]
+        # where each client starts: the server's mean, or (plugged) its own merged table
+        start = self.global_table if self.plug is None else self.plug.local
+        tensors["items"] = self.global_table[pool_items] if self.plug is None else start[owners, pool_items]
         target_rows = self.targets[owners, pool_items]
         # every other row of a client's table moves only by the pull: the released loss's full-table term
-        off_pool = (self.global_table - self.targets).square().sum(dim=(1, 2)).index_select(0, ranked)
+        off_pool = (start - self.targets).square().sum(dim=(1, 2)).index_select(0, ranked)
         off_pool = off_pool - torch.zeros_like(off_pool).index_add_(
             0, plan.pool_client.to(dev), (tensors["items"] - target_rows).square().sum(1)
         )
@@ -109,6 +116,7 @@ class GPFedRec(Method):
             self.ctx.hparams["reg"],
             self._pull_rate(),
             self.num_items * self.latent_dim,
+            merge=None if self.plug is None else self.plug.loop_merge(plan, pool_items),
         )
         for n, t in self.state.items():
             t.index_copy_(0, ranked, tensors[n])
@@ -116,7 +124,7 @@ class GPFedRec(Method):
         keep = torch.ones(self.num_users, dtype=torch.float64, device=dev)
         keep.index_copy_(0, ranked, (1 - self._pull_rate()) ** steps.double())
         keep = keep.to(self.tables.dtype).view(-1, 1, 1)
-        torch.sub(self.global_table, self.targets, out=self.tables)
+        torch.sub(start, self.targets, out=self.tables)
         self.tables.mul_(keep).add_(self.targets)
         self.tables[owners, pool_items] = tensors["items"]
         self._aggregate(round_index)
@@ -143,24 +151,29 @@ class GPFedRec(Method):
         self.targets = flat.view_as(uploads).contiguous()
         self.global_table = self.targets.mean(dim=0)
 
-    def _scores(self, users: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    def scores_on(self, users: torch.Tensor, items: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor:
+        """Scores of `users` with the given rows of their item tables (items: their ids, None = all)."""
         p = {n: self.state[n][users] for n in self.state}
         return self.backbone.scores({**p, "items": rows})
 
     def score(self, users, items):
-        return self._scores(users, self.tables[users.unsqueeze(1), items])
+        return self.scores_on(users, items, self.tables[users.unsqueeze(1), items])
 
     def score_all(self, users):
-        return self._scores(users, self.tables.index_select(0, users))
+        return self.scores_on(users, None, self.tables.index_select(0, users))
 
 
-def train_pulled_clients(backbone, plan: RoundPlan, tensors, target_rows, off_pool, opt, reg, pull_rate, entries):
+def train_pulled_clients(
+    backbone, plan: RoundPlan, tensors, target_rows, off_pool, opt, reg, pull_rate, entries, merge=None
+):
     """One round of the released client loss BCE + reg * MSE(Q_u, r_u) (the mean over all I x d = `entries`
     entries of the table) for the plan's clients, on their pool rows: exactly the dense steps restricted
     to those rows (every pool row is pulled at every step, the batch rows also take the BCE gradient).
     tensors: user [C, d], the tower [C, ...], items: pool rows [R, d], trained in place; target_rows [R, d]:
     r_u on them; off_pool [C]: the sum of (G - r_u)^2 over each client's other rows, whose pull is the
     closed form (1 - pull_rate) per step (the reported loss includes it, as the released one does).
+    merge: a plug's LoopMerge (em-plugin) or None: before each step the plug's adapter takes its step
+    on the BCE of merged rows, and the step's forward scores the merged rows.
     Returns (steps each client took [C], running losses [C])."""
     dev = tensors["items"].device
     d = tensors["items"].shape[1]
@@ -176,6 +189,19 @@ def train_pulled_clients(backbone, plan: RoundPlan, tensors, target_rows, off_po
         row_mask = None if client_mask is None else client_mask[pool_client[:rk]]
         leaves = {n: tensors[n][: rk if n == "items" else ck].detach().requires_grad_() for n in trainable}
         rows = leaves["items"].index_select(0, batch.rows.reshape(-1)).view(ck, -1, d)
+        if merge is not None:  # merged rows at the valid samples (the padding stays unmerged and masked)
+            fixed = {n: leaves[n].detach() for n in trainable}
+            client, slot = batch.valid.nonzero(as_tuple=True)
+            flat = batch.rows[client, slot]
+
+            def bce_of(merged):
+                merged_rows = rows.detach().index_put((client, slot), merged)
+                return masked_bce(
+                    backbone.logits({**fixed, "items": merged_rows}), batch.labels, batch.valid, batch.count
+                )
+
+            merge.adapter_step(k, ck, client_mask, client, rows[client, slot], flat, bce_of)
+            rows = rows.index_put((client, slot), merge.merged(ck, client, rows[client, slot], flat))
         loss = masked_bce(backbone.logits({**leaves, "items": rows}), batch.labels, batch.valid, batch.count)
         pulled = (leaves["items"] - target_rows[:rk]).square().sum(1)
         on_pool = torch.zeros(ck, dtype=pulled.dtype, device=dev).index_add(0, pool_client[:rk], pulled)
