@@ -89,7 +89,7 @@ def bench_reference(ds, method, config, clients=60):
 
 
 # methods' sections worth timing apart in a profile (whichever the method has)
-_SECTIONS = ("train_plain", "_train_merged", "_merge_tables_in_place", "_merge_in_place", "_aggregate")
+_SECTIONS = ("train_plain", "_train_merged", "_merge_tables_in_place", "_merge_tables", "_aggregate")
 
 
 def profile_round(ds, method, config, round_index, top=15):

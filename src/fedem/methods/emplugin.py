@@ -211,18 +211,22 @@ class EMPlugin(Method):
             t.to(self.device).expand((self.num_users,) + t.shape).clone() for t in self.rule.templates(ctx.seed)
         ]
         self.has_local = False  # round 0: no client has a table of its own yet
+        # every client's merge(L_u, G) after a round: what it is evaluated with, and (the adapters and
+        # G unchanged in between) the start of its next round, so each round merges the tables once
+        self.merged = self.local.clone()  # before any round: G, the only table a client has
 
     @property
     def global_table(self) -> torch.Tensor:
         return getattr(self.host, self.spec.table)
 
-    def _merge_in_place(self) -> None:
+    def _merge_tables(self) -> None:
+        """self.merged <- merge(L_u, G) for every client, with the adapters and G of the round just run."""
         g = self.global_table
         with torch.no_grad():
             for lo in range(0, self.num_users, _MERGE_CHUNK):
                 hi = min(lo + _MERGE_CHUNK, self.num_users)
                 params = [p[lo:hi] for p in self.adapter]
-                self.local[lo:hi] = merge_rows(self.rule, params, self.local[lo:hi], g.expand(hi - lo, -1, -1))[0]
+                self.merged[lo:hi] = merge_rows(self.rule, params, self.local[lo:hi], g.expand(hi - lo, -1, -1))[0]
 
     def loop_merge(self, plan, pool_items: torch.Tensor) -> LoopMerge | None:
         """For an own-loop host: this round's merge inside its loop (None in round 0: no table of its own)."""
@@ -243,10 +247,16 @@ class EMPlugin(Method):
         return losses
 
     def train_round(self, round_index: int, samples: RoundSamples, negatives: np.ndarray) -> torch.Tensor:
-        if self.has_local:
-            self._merge_in_place()
+        if self.has_local:  # the in-place merge at the start of the round
+            self.local.copy_(self.merged)
         if self.spec.own_loop:
-            return self._train_own_loop(round_index, samples, negatives)
+            losses = self._train_own_loop(round_index, samples, negatives)
+        else:
+            losses = self._train_through_layer(samples)
+        self._merge_tables()
+        return losses
+
+    def _train_through_layer(self, samples: RoundSamples) -> torch.Tensor:
         plan = samples.plan()
         dev = self.device
         ranked = plan.clients.to(dev)
@@ -309,20 +319,13 @@ class EMPlugin(Method):
                 p[s.name] = self.host.state[s.name][users]
         return p
 
-    def _merged(self, users: torch.Tensor, local: torch.Tensor, global_: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return merge_rows(self.rule, [p[users] for p in self.adapter], local, global_)[0]
-
     def _scores(self, users, items, rows):
         if self.spec.own_loop:
             return self.host.scores_on(users, items, rows)
         return self.host.backbone.scores(self._inputs(users, rows))
 
     def score(self, users, items):
-        rows = self._merged(users, self.local[users.unsqueeze(1), items], self.global_table[items])
-        return self._scores(users, items, rows)
+        return self._scores(users, items, self.merged[users.unsqueeze(1), items])
 
     def score_all(self, users):
-        g = self.global_table.expand(users.numel(), -1, -1)
-        rows = self._merged(users, self.local.index_select(0, users), g)
-        return self._scores(users, None, rows)
+        return self._scores(users, None, self.merged.index_select(0, users))
