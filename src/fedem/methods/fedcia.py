@@ -20,6 +20,7 @@ from fedem.rng import numpy_rng
 from fedem.training.schedule import RoundSamples
 
 _CHUNK = 128  # clients per chunk of the Gram and the rotations (bounds memory)
+_STEP_BLOCK = 16  # clients per block of the alignment steps: a block's q stays in cache through its steps
 
 
 def uploaded_mean(tables: torch.Tensor, noise_scale: float, seed: int, round_index: int) -> torch.Tensor:
@@ -49,16 +50,23 @@ def align(tables: torch.Tensor, target: torch.Tensor, steps: int, lr: float, wd:
         c = chunk.shape[0]
         # one GEMM per rotation: [m, m] @ [m, c * d]
         q = (eigvecs.T @ chunk.permute(1, 0, 2).reshape(m, c * d)).view(m, c, d).permute(1, 0, 2).contiguous()
-        for _ in range(steps):
-            gram = q.transpose(1, 2) @ q  # [c, d, d] = Q^T Q
-            row_sq = torch.linalg.vector_norm(q, dim=2).square()  # [c, m]
-            f_sq = gram.double().square().sum(dim=(1, 2)) - 2 * (row_sq @ eigvals).double() + target_sq
-            step = 2 * lr / f_sq.clamp(min=0).sqrt().clamp(min=1e-12).float()  # 2 lr / f per client
-            # q - lr (2 (q gram - l q) / f + wd q) = q (1 - lr wd + step l) - q (step gram): two passes over q
-            keep = (1 - lr * wd) + step[:, None] * eigvals[None, :]
-            q = torch.baddbmm(q * keep.unsqueeze(2), q, gram * step[:, None, None], alpha=-1)
+        for b in range(0, c, _STEP_BLOCK):
+            q[b : b + _STEP_BLOCK] = _align_steps(q[b : b + _STEP_BLOCK], eigvals, target_sq, steps, lr, wd)
         back = eigvecs @ q.permute(1, 0, 2).reshape(m, c * d)
         tables[lo : lo + _CHUNK] = back.view(m, c, d).permute(1, 0, 2)
+
+
+def _align_steps(q, eigvals, target_sq, steps: int, lr: float, wd: float) -> torch.Tensor:
+    """`steps` alignment steps of q [c, m, d] (tables in the eigenbasis) in the eigenbasis."""
+    for _ in range(steps):
+        gram = q.transpose(1, 2) @ q  # [c, d, d] = Q^T Q
+        row_sq = torch.linalg.vector_norm(q, dim=2).square()  # [c, m]
+        f_sq = gram.double().square().sum(dim=(1, 2)) - 2 * (row_sq @ eigvals).double() + target_sq
+        step = 2 * lr / f_sq.clamp(min=0).sqrt().clamp(min=1e-12).float()  # 2 lr / f per client
+        # q - lr (2 (q gram - l q) / f + wd q) = q (1 - lr wd + step l) - q (step gram): two passes over q
+        keep = (1 - lr * wd) + step[:, None] * eigvals[None, :]
+        q = torch.baddbmm(q * keep.unsqueeze(2), q, gram * step[:, None, None], alpha=-1)
+    return q
 
 
 class FedCIA(PerClientTables):
