@@ -6,6 +6,7 @@ them as current unless a test tampers with them."""
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from pathlib import Path
 
@@ -20,6 +21,13 @@ from fedem.report.layout import RunKey
 from conftest import REPO
 
 KS = (5, 10, 20)
+
+
+@functools.cache
+def _code_hash(base: str) -> str:
+    """training_code_hash, once per base and test process (it parses the sources: ~0.1 s a call, and the
+    synthetic grids hold hundreds of files)."""
+    return training_code_hash(base)
 
 
 def grid_config(**grid) -> dict:
@@ -71,7 +79,7 @@ def make_result(
             "config": rc,
             "config_hash": config_hash(rc),
             "data_hash": data_hash,
-            "code_hash": code_hash or training_code_hash(base_of(config, key.method)),
+            "code_hash": code_hash or _code_hash(base_of(config, key.method)),
             "code_version": "test",
             "torch_version": "test",
             "device": "cpu",

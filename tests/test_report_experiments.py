@@ -26,7 +26,8 @@ LEVEL = {
 }
 
 
-@pytest.fixture
+# module-scoped: writing and collecting the synthetic grid is most of this file's time, and no test changes it
+@pytest.fixture(scope="module")
 def config():
     return grid_config(datasets=["filmtrust"], seeds=[0, 1], probe_datasets=["filmtrust"], probe_seeds=[0])
 
@@ -42,9 +43,9 @@ def write_experiments(results, config, levels=LEVEL):
                         write_json(path, make_result(config, key, levels.get(m, 0.45) + 0.01 * s))
 
 
-@pytest.fixture
-def coll(tmp_path, config):
-    results = tmp_path / "results"
+@pytest.fixture(scope="module")
+def coll(tmp_path_factory, config):
+    results = tmp_path_factory.mktemp("experiments") / "results"
     write_grid_results(results, config)
     write_experiments(results, config)
     return collect(results, config)
