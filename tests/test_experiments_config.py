@@ -54,6 +54,22 @@ def test_experiment_runs_are_planned_with_their_seeds(config):
     assert planned_seeds(config, "fedem") == {0, 1, 2, 3, 4}
 
 
+def test_fewer_seeds_narrow_one_method_on_one_dataset_only(config):
+    cfg = copy.deepcopy(config)
+    cfg["grid"]["fewer_seeds"] = {"colr": {"lastfm-2k": [0, 2]}, "fedmf": {"lastfm-2k": [0]}}
+    validate(cfg)
+    assert planned_seeds(cfg, "colr", "lastfm-2k") == {0, 2}
+    assert planned_seeds(cfg, "colr", "ml-100k") == {0, 1, 2, 3, 4}
+    # fedmf is also the ablation's bottom rung and the plug-in's host (seeds 0-4): the experiments keep theirs
+    assert planned_seeds(cfg, "fedmf", "lastfm-2k") == {0, 1, 2, 3, 4}
+    assert planned_seeds(config, "fedcia", "lastfm-2k") == {0}  # the shipped config
+    cfg["grid"]["seeds"] = [1, 2]  # a narrower grid keeps what both allow
+    assert planned_seeds(cfg, "colr", "lastfm-2k") == {2}
+    cfg["grid"]["seeds"] = config["grid"]["seeds"]
+    cfg["grid"]["fewer_seeds"] = {}
+    assert planned_seeds(cfg, "fedcia", "lastfm-2k") == {0, 1, 2, 3, 4}
+
+
 @pytest.mark.parametrize(
     "edit,message",
     [
@@ -89,6 +105,15 @@ def test_experiment_runs_are_planned_with_their_seeds(config):
             r"methods\.fedmf-em\.host': the plug-in's host 'fedx'",
         ),
         (lambda c: c["methods"]["fedmf-em"].update(host="local"), r"methods\.fedmf-em\.host"),
+        (
+            lambda c: c["grid"]["fewer_seeds"].update(fedx={"ml-100k": [0]}),
+            r"grid\.fewer_seeds\.fedx': method 'fedx' has no block",
+        ),
+        (
+            lambda c: c["grid"]["fewer_seeds"].update(fedmf={"ml-10m": [0]}),
+            r"grid\.fewer_seeds\.fedmf\.ml-10m': unknown dataset",
+        ),
+        (lambda c: c["grid"]["fewer_seeds"].update(fedmf={"ml-100k": []}), r"grid\.fewer_seeds"),
     ],
 )
 def test_bad_experiment_config_is_rejected_naming_the_key(config, edit, message):

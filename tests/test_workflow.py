@@ -89,9 +89,10 @@ def test_full_plan_covers_the_grid(repo_copy):
     planned = planned_jobs(out.stdout)
     config = load_config(repo_copy / "config" / "smoke.yaml")
     grid = config["grid"]
-    runs = sum(len(planned_seeds(config, m)) for m in planned_methods(config))  # Table 1 and the experiments
-    assert runs > len(grid["methods"]) * len(grid["seeds"])
-    assert planned["train"] == len(grid["protocols"]) * len(grid["datasets"]) * runs
+    # Table 1 and the experiments, dataset by dataset (grid.fewer_seeds)
+    runs = sum(len(planned_seeds(config, m, d)) for m in planned_methods(config) for d in grid["datasets"])
+    assert runs > len(grid["methods"]) * len(grid["seeds"]) * len(grid["datasets"])
+    assert planned["train"] == len(grid["protocols"]) * runs
     assert planned["probe"] == len(grid["protocols"]) * len(grid["probe_datasets"]) * len(grid["probe_seeds"])
     assert {"render_tables", "render_convergence", "render_probe_figures", "render_protocol_gap"} <= set(planned)
     assert {"render_experiment_tables", "render_sensitivity_figure", "render_tsne"} <= set(planned)

@@ -139,7 +139,22 @@ def validate(config: dict, source: str = "config") -> dict:
             )
     _check_selection_metric(config["training"], source)
     _check_experiments(config, source)
+    _check_fewer_seeds(config, source)
     return config
+
+
+def _check_fewer_seeds(config: dict, source: str) -> None:
+    """Entries may name methods and datasets outside this grid (an overlay's smaller grid keeps the
+    shipped entries), but not unknown ones."""
+    from fedem.data.registry import DATASETS
+
+    for method, by_dataset in (config["grid"].get("fewer_seeds") or {}).items():
+        at = f"invalid config in {source} at 'grid.fewer_seeds.{method}"
+        if method not in config["methods"]:
+            raise ConfigError(f"{at}': method '{method}' has no block under 'methods'")
+        for dataset in by_dataset:
+            if dataset not in DATASETS:
+                raise ConfigError(f"{at}.{dataset}': unknown dataset; known: {', '.join(sorted(DATASETS))}")
 
 
 # what an experiment's noise scale is, per base method (Table 4)
@@ -166,9 +181,18 @@ def experiment_methods(config: dict) -> dict[str, list[str]]:
     }
 
 
-def planned_seeds(config: dict, method: str) -> set[int]:
-    """The seeds a method is run with: the grid's if it is a grid method, and each experiment's it is in."""
-    seeds = set(config["grid"]["seeds"]) if method in config["grid"]["methods"] else set()
+def grid_seeds(config: dict, method: str, dataset: str | None = None) -> list[int]:
+    """The Table-1 seeds of a grid method on a dataset: `grid.seeds`, or those of them that
+    `grid.fewer_seeds` keeps there."""
+    fewer = (config["grid"].get("fewer_seeds") or {}).get(method, {})
+    seeds = config["grid"]["seeds"]
+    return [s for s in seeds if s in fewer[dataset]] if dataset in fewer else list(seeds)
+
+
+def planned_seeds(config: dict, method: str, dataset: str | None = None) -> set[int]:
+    """The seeds a method is run with (on `dataset`, where the grid has fewer seeds for it there): the
+    grid's if it is a grid method, and each experiment's it is in."""
+    seeds = set(grid_seeds(config, method, dataset)) if method in config["grid"]["methods"] else set()
     for name, methods in experiment_methods(config).items():
         if method in methods:
             seeds |= set(config["experiments"][name]["seeds"])

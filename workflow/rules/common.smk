@@ -126,7 +126,7 @@ def grid_runs():
     """The Table-1 grid's runs and every experiment's (`experiments`: their variants, with their seeds)."""
     return [RunKey(p, d, m, s) for p in GRID["protocols"] for d in GRID["datasets"]
             for m in fedem.config.planned_methods(PACKAGE_CONFIG)
-            for s in sorted(fedem.config.planned_seeds(PACKAGE_CONFIG, m))]
+            for s in sorted(fedem.config.planned_seeds(PACKAGE_CONFIG, m, d))]
 
 
 EXPERIMENTS = tuple(fedem.config.experiment_methods(PACKAGE_CONFIG))
@@ -134,7 +134,7 @@ EXPERIMENTS = tuple(fedem.config.experiment_methods(PACKAGE_CONFIG))
 
 def table1_runs():
     return [RunKey(p, d, m, s) for p in GRID["protocols"] for d in GRID["datasets"] for m in GRID["methods"]
-            for s in GRID["seeds"]]
+            for s in fedem.config.grid_seeds(PACKAGE_CONFIG, m, d)]
 
 
 def experiment_runs(name):

@@ -156,7 +156,8 @@ def _in_grid(config: dict, key: RunKey, probe: bool) -> bool:
         key.protocol in grid["protocols"]
         and key.dataset in grid["datasets"]
         and key.method in config["methods"]
-        and key.seed in planned_seeds(config, key.method)  # the grid's methods and the experiments' variants
+        and key.seed
+        in planned_seeds(config, key.method, key.dataset)  # the grid's methods and the experiments' variants
     )
 
 

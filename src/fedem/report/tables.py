@@ -90,9 +90,19 @@ def _seed_note(coll: Collection) -> str:
     seeds = coll.grid["seeds"]
     if len(seeds) == 1:
         return f"One training seed ({seeds[0]}): no std."
+    fewer = [
+        f"{m} on {d}: seed{'s' if len(ss) > 1 else ''} {', '.join(map(str, ss))} only"
+        for m, by_dataset in (coll.grid.get("fewer_seeds") or {}).items()
+        for d, ss in by_dataset.items()
+    ]
     return (
         f"Mean ± sample std over training seeds {', '.join(map(str, seeds))}; "
         f"a cell computed from fewer seeds says n=…."
+        + (
+            f" Planned with fewer seeds (grid.fewer_seeds, runs this CPU cannot afford): {'; '.join(fewer)}."
+            if fewer
+            else ""
+        )
     )
 
 
