@@ -12,8 +12,8 @@ merge(L_u, G) of the new G.
 
 What a host declares, read from its code rather than copied: the table that is merged is its backbone's
 one shared item-row parameter (`ParamSpec(item_rows=True, shared=True)`); the server's copy of it, its
-mean and any other shared parameter are listed in HOSTS. The host's module runs unchanged (its code
-hash, and so its Table-1 results, are untouched by this plug-in).
+mean and any other shared parameter are listed in HOSTS. FedMF's, FedNCF's and PFedRec's modules run
+unchanged (their code hashes, and so their Table-1 results, are untouched by this plug-in).
 
 Hosts with a local loop of their own (GPFedRec's pull toward r_u, FedRAP's two tables with weight decay)
 run their own round instead, through a plug point: with `host.plug = self` the host starts each client
