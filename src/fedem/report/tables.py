@@ -13,7 +13,7 @@ import io
 import sys
 from pathlib import Path
 
-from fedem.config import planned_methods
+from fedem.config import grid_seeds, planned_methods
 from fedem.data.dataset import atomic_write_bytes
 from fedem.report import layout
 from fedem.report.collect import OUTSIDE, Collection
@@ -90,10 +90,13 @@ def _seed_note(coll: Collection) -> str:
     seeds = coll.grid["seeds"]
     if len(seeds) == 1:
         return f"One training seed ({seeds[0]}): no std."
+    # the entries this grid has, with the seeds it runs (fedem.config.grid_seeds: those of grid.seeds kept)
     fewer = [
         f"{m} on {d}: seed{'s' if len(ss) > 1 else ''} {', '.join(map(str, ss))} only"
         for m, by_dataset in (coll.grid.get("fewer_seeds") or {}).items()
-        for d, ss in by_dataset.items()
+        for d in by_dataset
+        if m in coll.grid["methods"] and d in coll.grid["datasets"]
+        for ss in [grid_seeds(coll.config, m, d)]
     ]
     return (
         f"Mean ± sample std over training seeds {', '.join(map(str, seeds))}; "
