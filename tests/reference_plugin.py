@@ -38,6 +38,17 @@ class _Adapters:
         loss_fn().backward()
         opt.step()
 
+    def train_round(self, t, samples):
+        """The host's round; from round 1 on, merged (round 0: no table of its own yet)."""
+        self.merging = self.trained
+        losses = super().train_round(t, samples)
+        self.trained = True
+        return losses
+
+    def check_state(self, engine, close):
+        super().check_state(engine.host, close)
+        close(engine.local, torch.stack([self._own_table(u) for u in range(self.ds.num_users)]))
+
 
 class RefPluggedGPFedRec(_Adapters, RefGPFedRec):
     """GPFedRec + EM: a client starts from merge(its own table, the server's mean), its model reads the
@@ -57,15 +68,8 @@ class RefPluggedGPFedRec(_Adapters, RefGPFedRec):
         rows = emb(items)
         return self.merged(u, rows, self.global_table[items]) if self.merging else rows
 
-    def train_round(self, t, samples):
-        self.merging = self.trained
-        losses = RefGPFedRec.train_round(self, t, samples)
-        self.trained = True
-        return losses
-
-    def check_state(self, engine, close):
-        RefGPFedRec.check_state(self, engine.host, close)
-        close(engine.local, torch.stack([self.tables[u] for u in range(self.ds.num_users)]))
+    def _own_table(self, u):
+        return self.tables[u]
 
     @torch.no_grad()
     def scores(self, candidates):
@@ -101,15 +105,8 @@ class RefPluggedFedRAP(_Adapters, RefFedRAP):
     def _keep_common(self, u, table):
         self.own_common[u] = table
 
-    def train_round(self, t, samples):
-        self.merging = self.trained
-        losses = RefFedRAP.train_round(self, t, samples)
-        self.trained = True
-        return losses
-
-    def check_state(self, engine, close):
-        RefFedRAP.check_state(self, engine.host, close)
-        close(engine.local, torch.stack([self.own_common[u] for u in range(self.ds.num_users)]))
+    def _own_table(self, u):
+        return self.own_common[u]
 
     @torch.no_grad()
     def scores(self, candidates):
