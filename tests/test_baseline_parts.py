@@ -1,5 +1,6 @@
 """Building blocks of the baselines checked on their own: FedFast's torch k-means against scikit-learn's,
-its ActvSAMP draw, CoLR's shared basis, FedCIA's exact noise sum and eigenbasis alignment step."""
+its ActvSAMP draw, CoLR's shared basis, FedCIA's exact noise sum and eigenbasis alignment step,
+GPFedRec's half-computed Gram."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from sklearn.cluster import KMeans
 from fedem.methods.colr import correlated_basis
 from fedem.methods.fedcia import align
 from fedem.methods.fedfast import active_sample, kmeans
+from fedem.methods.gpfedrec import symmetric_gram
 from fedem.rng import torch_gen
 
 
@@ -59,3 +61,11 @@ def test_fedcia_alignment_equals_autograd_on_the_frobenius_loss():
         expected.append(q.detach())
     align(tables, target, steps=20, lr=0.05, wd=1e-3)
     torch.testing.assert_close(tables, torch.stack(expected), atol=1e-4, rtol=1e-4)
+
+
+def test_gpfedrec_symmetric_gram_equals_the_full_product():
+    x = torch.randn((13, 40), generator=torch_gen(0, "t"), dtype=torch.float64)
+    for block in (1, 4, 5, 13, 64):  # blocks that divide n, that do not, and one past it
+        gram = symmetric_gram(x, block)
+        torch.testing.assert_close(gram, x @ x.T, rtol=1e-12, atol=1e-12)
+        assert torch.equal(gram, gram.T)

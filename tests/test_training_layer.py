@@ -265,3 +265,28 @@ def test_a_method_written_outside_the_package_trains_through_the_unchanged_engin
             torch.testing.assert_close(engine.state[name][u], ref[u][name], atol=ATOL, rtol=1e-4, msg=f"{name} of {u}")
     untouched = np.setdiff1d(np.arange(ds.num_items), ds.user_train_items(0))
     assert not torch.equal(engine.state["items"][0, untouched[0]], init_fcf(ds.num_items, 16, 3)[0][untouched[0]])
+
+
+@pytest.mark.parametrize("layers", [[8, 1], [8, 6, 3, 1]])
+def test_split_ncf_equals_the_concatenated_tower(layers):
+    """SplitNCF (fedncf's and gpfedrec's tower) computes NCF's function on concat(p_u, q_i): the same
+    logits and the same gradient for every parameter, up to float rounding."""
+    from fedem.training.ncf_tower import SplitNCF
+
+    gen = torch.Generator().manual_seed(5)
+    clients, batch, d = 3, 7, layers[0] // 2
+    tower = [t.expand((clients,) + t.shape).clone() for t in init_linear_stack(layers, 0, "init-mlp")]
+    names = NCF(layers).mlp_names
+    inputs = {"user": torch.randn(clients, d, generator=gen), "items": torch.randn(clients, batch, d, generator=gen)}
+    inputs.update({n: t + 0.1 * torch.randn(t.shape, generator=gen) for n, t in zip(names, tower)})
+    outputs = []
+    for backbone in (NCF(layers), SplitNCF(layers)):
+        leaves = {n: t.clone().requires_grad_() for n, t in inputs.items()}
+        logits = backbone.logits(leaves)
+        grads = torch.autograd.grad((logits * torch.arange(batch)).sum(), list(leaves.values()))
+        outputs.append((logits, grads))
+    (concat, concat_grads), (split, split_grads) = outputs
+    assert concat.shape == split.shape == (clients, batch)
+    torch.testing.assert_close(split, concat, rtol=0, atol=1e-5)
+    for name, a, b in zip(inputs, split_grads, concat_grads):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5, msg=name)

@@ -11,7 +11,8 @@ import torch
 from fedem.errors import ConfigError
 from fedem.methods.aggregation import fedavg, fedavg_rows, sample_weights
 from fedem.methods.base import Method, MethodContext
-from fedem.training.backbones import NCF, init_fcf, init_linear_stack
+from fedem.training.backbones import init_fcf, init_linear_stack
+from fedem.training.ncf_tower import SplitNCF
 from fedem.training.schedule import RoundSamples
 from fedem.training.state import ClientState
 from fedem.training.trainer import train_clients
@@ -33,7 +34,7 @@ class FedNCF(Method):
         layers = ctx.hparams["mlp_layers"]
         check_tower(self.name, layers, ctx.training["latent_dim"])
         items, user = init_fcf(self.num_items, ctx.training["latent_dim"], ctx.seed)
-        self.backbone = NCF(layers)
+        self.backbone = SplitNCF(layers)
         self.item_table = items.to(self.device)  # the server's table and tower
         self.mlp = {
             n: t.to(self.device)
