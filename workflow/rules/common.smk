@@ -124,23 +124,18 @@ README_STEP = (
 
 def grid_runs():
     """The Table-1 grid's runs and every experiment's (`experiments`: their variants, with their seeds)."""
-    return [RunKey(p, d, m, s) for p in GRID["protocols"] for d in GRID["datasets"]
-            for m in fedem.config.planned_methods(PACKAGE_CONFIG)
-            for s in sorted(fedem.config.planned_seeds(PACKAGE_CONFIG, m, d))]
+    return layout.grid_runs(PACKAGE_CONFIG)
 
 
 EXPERIMENTS = tuple(fedem.config.experiment_methods(PACKAGE_CONFIG))
 
 
 def table1_runs():
-    return [RunKey(p, d, m, s) for p in GRID["protocols"] for d in GRID["datasets"] for m in GRID["methods"]
-            for s in fedem.config.grid_seeds(PACKAGE_CONFIG, m, d)]
+    return layout.table1_runs(PACKAGE_CONFIG)
 
 
 def experiment_runs(name):
-    methods = fedem.config.experiment_methods(PACKAGE_CONFIG)[name]
-    seeds = PACKAGE_CONFIG["experiments"][name]["seeds"]
-    return [RunKey(p, d, m, s) for p in GRID["protocols"] for d in GRID["datasets"] for m in methods for s in seeds]
+    return layout.experiment_runs(PACKAGE_CONFIG, name)
 
 
 def grid_probes():

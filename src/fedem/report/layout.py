@@ -85,6 +85,46 @@ def find_data_stats(results: str | Path) -> list[Path]:
     return sorted(root.glob("*.json")) if root.is_dir() else []
 
 
+# --- the planned runs: what `snakemake --cores 8` (and each experiment's target) trains ----------------
+
+
+def grid_runs(config: dict) -> list[RunKey]:
+    """Every run any table or figure asks for: the Table-1 grid's and every experiment's variants, with
+    their seeds (`grid.fewer_seeds` honoured)."""
+    from fedem.config import planned_methods, planned_seeds
+
+    grid = config["grid"]
+    return [
+        RunKey(p, d, m, s)
+        for p in grid["protocols"]
+        for d in grid["datasets"]
+        for m in planned_methods(config)
+        for s in sorted(planned_seeds(config, m, d))
+    ]
+
+
+def table1_runs(config: dict) -> list[RunKey]:
+    from fedem.config import grid_seeds
+
+    grid = config["grid"]
+    return [
+        RunKey(p, d, m, s)
+        for p in grid["protocols"]
+        for d in grid["datasets"]
+        for m in grid["methods"]
+        for s in grid_seeds(config, m, d)
+    ]
+
+
+def experiment_runs(config: dict, name: str) -> list[RunKey]:
+    """The runs one experiment's tables read (the Table-1 runs it shares included)."""
+    from fedem.config import experiment_methods
+
+    grid, seeds = config["grid"], config["experiments"][name]["seeds"]
+    methods = experiment_methods(config)[name]
+    return [RunKey(p, d, m, s) for p in grid["protocols"] for d in grid["datasets"] for m in methods for s in seeds]
+
+
 # --- tables (each as .md, .tex and .csv) and figures (each as .pdf and .png) -------------------
 
 TABLE_SUFFIXES = (".md", ".tex", ".csv")

@@ -4,7 +4,9 @@ README never carries a number typed by hand. Lives between two marker lines in R
 from __future__ import annotations
 
 import json
+import math
 import statistics
+from collections import defaultdict
 from pathlib import Path
 
 from fedem.report import layout
@@ -49,19 +51,68 @@ EXPERIMENT_SECTIONS = (
 )
 
 
-def experiment_timing(timings: list[tuple[RunKey, dict]], config: dict, name: str) -> str:
-    """Single-job wall time of the runs one experiment reads (shared Table-1 runs included)."""
-    from fedem.config import experiment_methods
+def wall_model(timings: list[tuple[RunKey, dict]]) -> dict[tuple[str, str], float]:
+    """Single-job wall seconds per (dataset, method): the mean of its measured runs (either protocol, any
+    seed); for a pair with none, where the method has run on another dataset and the dataset with another
+    method, exp(a_method + b_dataset) fitted by least squares to the log means of the measured pairs (a
+    method costs a factor, a dataset a factor). A rough guide: methods scale differently with a dataset's
+    users, items and interactions."""
+    walls = defaultdict(list)
+    for key, timing in timings:
+        walls[(key.dataset, key.method)].append(timing["wall_seconds"])
+    logs = {pair: math.log(max(statistics.fmean(w), 1e-3)) for pair, w in walls.items()}
+    datasets, methods = sorted({d for d, _ in logs}), sorted({m for _, m in logs})
+    a, b = dict.fromkeys(methods, 0.0), dict.fromkeys(datasets, 0.0)
+    for _ in range(200):  # alternating least squares on y = a_m + b_d (the predictions do not depend on the split)
+        for m in methods:
+            a[m] = statistics.fmean(y - b[d] for (d, mm), y in logs.items() if mm == m)
+        for d in datasets:
+            b[d] = statistics.fmean(y - a[m] for (dd, m), y in logs.items() if dd == d)
+    model = {(d, m): math.exp(a[m] + b[d]) for d in datasets for m in methods}
+    model.update({pair: math.exp(y) for pair, y in logs.items()})
+    return model
 
-    methods = set(experiment_methods(config)[name])
-    seeds = set(config["experiments"][name]["seeds"])
-    walls = [t["wall_seconds"] for key, t in timings if key.method in methods and key.seed in seeds]
-    planned = len(config["grid"]["protocols"]) * len(config["grid"]["datasets"]) * len(methods) * len(seeds)
+
+def still_to_run(planned: list[RunKey], present: set[RunKey], timings: list[tuple[RunKey, dict]]) -> str:
+    """The planned runs with no result file yet and the single-job wall time they should take
+    (`wall_model`); runs it cannot estimate (a method or a dataset that has never run) are counted apart."""
+    model = wall_model(timings)
+    todo = [k for k in planned if k not in present]
+    if not todo:
+        return "nothing is left to run"
+    estimated = [model[(k.dataset, k.method)] for k in todo if (k.dataset, k.method) in model]
+    run_datasets = {d for d, _ in model}
+    unknown = defaultdict(int)
+    for k in todo:
+        if (k.dataset, k.method) not in model and k.dataset in run_datasets:
+            unknown[k.method] += 1
+    no_data = sorted({k.dataset for k in todo if k.dataset not in run_datasets})
+    parts = [f"{len(todo)} still to run"]
+    if estimated:
+        parts.append(
+            f"about {sum(estimated) / 3600:.0f} h of single-job wall time for the {len(estimated)} of them "
+            "that can be estimated from the runs made so far"
+        )
+    if unknown:
+        named = ", ".join(f"{m} {n}" for m, n in sorted(unknown.items()))
+        parts.append(f"{sum(unknown.values())} of methods that have not run yet ({named})")
+    if no_data:
+        parts.append(f"{sum(k.dataset in no_data for k in todo)} on datasets with no run here ({', '.join(no_data)})")
+    return "; ".join(parts)
+
+
+def experiment_timing(timings: list[tuple[RunKey, dict]], config: dict, name: str, present: set[RunKey]) -> str:
+    """Single-job wall time of the runs one experiment reads (shared Table-1 runs included), and of those
+    still to run."""
+    planned = layout.experiment_runs(config, name)
+    wanted = set(planned)
+    walls = [t["wall_seconds"] for key, t in timings if key in wanted]
+    left = still_to_run(planned, present, timings)
     if not walls:
-        return f"none of its {planned} planned runs has run yet"
+        return f"none of its {len(planned)} planned runs has run yet; {left}"
     return (
-        f"{len(walls)} of its {planned} planned runs have run (current or not; see provenance.md), "
-        f"{sum(walls) / 3600:.1f} h of single-job wall time"
+        f"{len(walls)} of its {len(planned)} planned runs have run (current or not; see provenance.md), "
+        f"{sum(walls) / 3600:.1f} h of single-job wall time; {left}"
     )
 
 
@@ -74,9 +125,13 @@ def render(tables: Path, results: Path, config: dict | None = None) -> str:
     timings = run_timings(results)
     parts += [f"Compute of the committed grid: {grid_timing(timings)}", ""]
     if config is not None:
+        present = {key for key, _ in layout.find_runs(results)}
+        left = still_to_run(layout.grid_runs(config), present, timings)
+        parts += [f"Still to run for every table and figure (`snakemake --cores 8`): {left}.", ""]
         protocols = config["grid"]["protocols"]
         for table_set, title, command in EXPERIMENT_SECTIONS:
-            parts += [f"### {title}", "", f"`{command}` ({experiment_timing(timings, config, table_set)})", ""]
+            line = experiment_timing(timings, config, table_set, present)
+            parts += [f"### {title}", "", f"`{command}` ({line})", ""]
             for protocol in protocols:
                 path = tables / f"{table_set}_{protocol}.md"
                 if path.is_file():

@@ -1,0 +1,48 @@
+"""The README's "still to run" estimate: measured pairs at their mean, the others from a method factor
+times a dataset factor, and what it cannot estimate counted apart."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from fedem.report.layout import RunKey
+from fedem.report.readme import still_to_run, wall_model
+
+
+def timed(dataset, method, seed, seconds, protocol="authors"):
+    return RunKey(protocol, dataset, method, seed), {"wall_seconds": seconds}
+
+
+def test_wall_model_keeps_measured_means_and_fills_a_pair_by_the_product_rule():
+    timings = [
+        timed("a", "m1", 0, 3000),
+        timed("a", "m1", 1, 5000, "clean"),  # mean 4000: both protocols and seeds count
+        timed("a", "m2", 0, 8000),
+        timed("b", "m1", 0, 12000),
+    ]
+    model = wall_model(timings)
+    assert model[("a", "m1")] == pytest.approx(4000)
+    assert model[("a", "m2")] == pytest.approx(8000)
+    # m2 costs 2x m1 on a; b costs 3x a for m1: m2 on b is 2 * 3 * 4000
+    assert model[("b", "m2")] == pytest.approx(24000, rel=1e-6)
+    assert ("c", "m1") not in model and ("a", "m3") not in model
+
+
+def test_still_to_run_counts_estimated_unknown_and_data_less_runs_apart():
+    timings = [timed("a", "m1", 0, 3600), timed("a", "m2", 0, 7200), timed("b", "m1", 0, 10800)]
+    present = {key for key, _ in timings}
+    planned = sorted(present) + [
+        RunKey("authors", "b", "m2", 0),  # 2 * 3 * 3600 s = 6 h
+        RunKey("clean", "b", "m2", 0),  # 6 h
+        RunKey("authors", "a", "m3", 0),  # a method that never ran
+        RunKey("authors", "c", "m1", 0),  # a dataset with no run at all
+    ]
+    text = still_to_run(planned, present, timings)
+    assert text.startswith("4 still to run")
+    assert "about 12 h of single-job wall time for the 2 of them" in text
+    assert "1 of methods that have not run yet (m3 1)" in text
+    assert "1 on datasets with no run here (c)" in text
+    assert still_to_run(sorted(present), present, timings) == "nothing is left to run"
+    assert math.isclose(wall_model(timings)[("b", "m2")], 21600, rel_tol=1e-6)
