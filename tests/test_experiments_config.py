@@ -70,6 +70,22 @@ def test_fewer_seeds_narrow_one_method_on_one_dataset_only(config):
     assert planned_seeds(cfg, "fedcia", "lastfm-2k") == {0, 1, 2, 3, 4}
 
 
+def test_an_experiment_narrowed_to_some_datasets_plans_its_variants_there_only(config):
+    from fedem.report.layout import experiment_runs, grid_runs
+
+    cfg = copy.deepcopy(config)
+    cfg["experiments"]["ldp"]["datasets"] = ["filmtrust", "ml-100k"]
+    validate(cfg)
+    assert {k.dataset for k in experiment_runs(cfg, "ldp")} == {"filmtrust", "ml-100k"}
+    assert planned_seeds(cfg, "pfedrec-ldp0.1", "lastfm-2k") == set()
+    assert planned_seeds(cfg, "pfedrec-ldp0.1", "filmtrust") == {0, 1, 2}
+    assert planned_seeds(cfg, "pfedrec", "lastfm-2k") == {0, 1, 2, 3, 4}  # its Table-1 runs stay
+    planned = grid_runs(cfg)
+    assert not [k for k in planned if k.method == "gpfedrec-ldp0.3" and k.dataset == "amazon-video"]
+    assert len(planned) < len(grid_runs(config))
+    assert {k.dataset for k in experiment_runs(config, "ldp")} == set(config["grid"]["datasets"])  # default
+
+
 @pytest.mark.parametrize(
     "edit,message",
     [
@@ -114,6 +130,11 @@ def test_fewer_seeds_narrow_one_method_on_one_dataset_only(config):
             r"grid\.fewer_seeds\.fedmf\.ml-10m': unknown dataset",
         ),
         (lambda c: c["grid"]["fewer_seeds"].update(fedmf={"ml-100k": []}), r"grid\.fewer_seeds"),
+        (
+            lambda c: c["experiments"]["ldp"].update(datasets=["filmtrust", "ml-10m"]),
+            r"experiments\.ldp\.datasets': ml-10m not in grid\.datasets",
+        ),
+        (lambda c: c["experiments"]["plugin"].update(datasets=[]), r"experiments\.plugin\.datasets"),
     ],
 )
 def test_bad_experiment_config_is_rejected_naming_the_key(config, edit, message):

@@ -1,5 +1,6 @@
-"""The README's "still to run" estimate: measured pairs at their mean, the others from a method factor
-times a dataset factor, and what it cannot estimate counted apart."""
+"""The README's "still to run" estimate: measured pairs at their mean, a variant from its reference
+method's time and its measured ratio to it, the others from a method factor times a dataset factor, and
+what it cannot estimate counted apart."""
 
 from __future__ import annotations
 
@@ -39,10 +40,24 @@ def test_still_to_run_counts_estimated_unknown_and_data_less_runs_apart():
         RunKey("authors", "a", "m3", 0),  # a method that never ran
         RunKey("authors", "c", "m1", 0),  # a dataset with no run at all
     ]
-    text = still_to_run(planned, present, timings)
+    text = still_to_run(planned, present, timings, {})
     assert text.startswith("4 still to run")
     assert "about 12 h of single-job wall time for the 2 of them" in text
     assert "1 of methods that have not run yet (m3 1)" in text
     assert "1 on datasets with no run here (c)" in text
-    assert still_to_run(sorted(present), present, timings) == "nothing is left to run"
+    assert still_to_run(sorted(present), present, timings, {}) == "nothing is left to run"
     assert math.isclose(wall_model(timings)[("b", "m2")], 21600, rel_tol=1e-6)
+
+
+def test_a_variant_scales_with_its_reference_method_not_with_the_average():
+    timings = [
+        timed("a", "base", 0, 100),
+        timed("b", "base", 0, 1400),  # this method grows 14x from a to b
+        timed("a", "cheap", 0, 10),
+        timed("b", "cheap", 0, 20),  # this one 2x
+        timed("a", "variant", 0, 300),  # 3x its base where both ran
+    ]
+    model = wall_model(timings, {"variant": "base", "never-ran": "base"})
+    assert model[("b", "variant")] == pytest.approx(3 * 1400)
+    assert ("b", "never-ran") not in model  # a variant with no run of its own is not guessed
+    assert model[("a", "variant")] == pytest.approx(300)  # measured pairs keep their mean

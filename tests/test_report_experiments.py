@@ -134,3 +134,17 @@ def test_plugin_table_pairs_each_host_with_its_plugged_variant(coll):
     assert labels[3:9] == ["fedncf", "fedncf + EM", "change", "pfedrec", "pfedrec + EM", "change"]
     # levels 0.50 -> 0.55 (as the grid fixture's fedmf, +0.01 per seed, seeds 0-4)
     assert table.rows[2][1].text == f"{(0.57 / 0.52 - 1) * 100:+.1f}% (p<0.001)"
+
+
+def test_an_experiment_narrowed_to_some_datasets_shows_those_only(tmp_path, config):
+    import copy
+
+    results = tmp_path / "results"
+    write_grid_results(results, config)  # Table-1 runs (fedmf, fedem: the ladder's ends) on filmtrust
+    wider = copy.deepcopy(config)
+    wider["grid"]["datasets"] = ["filmtrust", "ml-100k"]
+    wider["experiments"]["ablation"]["datasets"] = ["ml-100k"]
+    columns = {c[0] for c in ablation_table(collect(results, wider), "authors").columns}
+    assert "filmtrust" not in columns  # fedmf and fedem ran there, but the ablation runs on ml-100k only
+    wider["experiments"]["ablation"]["datasets"] = ["filmtrust"]
+    assert "filmtrust" in {c[0] for c in ablation_table(collect(results, wider), "authors").columns}

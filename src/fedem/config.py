@@ -189,12 +189,17 @@ def grid_seeds(config: dict, method: str, dataset: str | None = None) -> list[in
     return [s for s in seeds if s in fewer[dataset]] if dataset in fewer else list(seeds)
 
 
+def experiment_datasets(config: dict, name: str) -> list[str]:
+    """The grid datasets experiment `name` runs on: its `datasets`, or every grid dataset."""
+    return list(config["experiments"][name].get("datasets", config["grid"]["datasets"]))
+
+
 def planned_seeds(config: dict, method: str, dataset: str | None = None) -> set[int]:
     """The seeds a method is run with (on `dataset`, where the grid has fewer seeds for it there): the
-    grid's if it is a grid method, and each experiment's it is in."""
+    grid's if it is a grid method, and each experiment's it is in (that runs on `dataset`)."""
     seeds = set(grid_seeds(config, method, dataset)) if method in config["grid"]["methods"] else set()
     for name, methods in experiment_methods(config).items():
-        if method in methods:
+        if method in methods and (dataset is None or dataset in experiment_datasets(config, name)):
             seeds |= set(config["experiments"][name]["seeds"])
     return seeds
 
@@ -207,6 +212,13 @@ def planned_methods(config: dict) -> list[str]:
 
 def _check_experiments(config: dict, source: str) -> None:
     exp = config["experiments"]
+    for name, block in exp.items():
+        outside = [d for d in block.get("datasets", []) if d not in config["grid"]["datasets"]]
+        if outside:
+            raise ConfigError(
+                f"invalid config in {source} at 'experiments.{name}.datasets': {', '.join(outside)} not in "
+                f"grid.datasets ({', '.join(config['grid']['datasets'])}); an experiment runs on grid datasets only"
+            )
     lists = [("ablation.ladder", exp["ablation"]["ladder"]), ("ablation.extra", exp["ablation"]["extra"])]
     lists += [(f"sensitivity.sweeps.{k}", v) for k, v in exp["sensitivity"]["sweeps"].items()]
     lists += [(f"ldp.series.{i}", v) for i, v in enumerate(exp["ldp"]["series"])]

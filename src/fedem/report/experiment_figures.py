@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fedem.config import experiment_datasets
 from fedem.report import layout, style
 from fedem.report.collect import Collection
 from fedem.report.experiments import SWEEP_LABEL, sweep_value, test_cell
@@ -23,8 +24,8 @@ def plot_sensitivity(coll: Collection, out_dir: str | Path) -> list[Path]:
     exp = coll.config["experiments"]["sensitivity"]
     sweeps, seeds = exp["sweeps"], exp["seeds"]
     protocols = coll.grid["protocols"]
-    datasets = coll.grid["datasets"]
-    palette = dict(zip(datasets, style.METHOD_PALETTE))
+    datasets = experiment_datasets(coll.config, "sensitivity")
+    palette = dict(zip(coll.grid["datasets"], style.METHOD_PALETTE))  # a dataset keeps its colour across figures
     fig, axes = style.figure(rows=len(sweeps), cols=len(protocols), width_in=style.PAGE_WIDTH_IN)
     for row, (sweep, variants) in enumerate(sweeps.items()):
         xs = np.array([sweep_value(coll, sweep, m) for m in variants], dtype=float)

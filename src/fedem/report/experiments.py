@@ -11,7 +11,7 @@ All under each protocol, test metrics at the best-validation round; the tables c
 
 from __future__ import annotations
 
-from fedem.config import NOISE_KEY, SWEPT, base_of, experiment_methods, host_of, method_block
+from fedem.config import NOISE_KEY, SWEPT, base_of, experiment_datasets, experiment_methods, host_of, method_block
 from fedem.report.collect import Collection
 from fedem.report.summary import Cell, fmt_mean_std, fmt_p, fmt_pct, paired_p
 from fedem.report.tablefmt import Table, Text
@@ -77,15 +77,16 @@ def _floor_rows(coll: Collection, table: Table, protocol: str, datasets: list[st
         table.add_row(row, rule_before=i == 0)
 
 
-def _datasets(coll: Collection, methods: list[str]) -> list[str]:
+def _datasets(coll: Collection, name: str, methods: list[str]) -> list[str]:
+    """The experiment's datasets (`experiments.<name>.datasets`, else the grid's) that have runs of its methods."""
     present = {k.dataset for k in coll.runs if k.method in methods}
-    return [d for d in coll.grid["datasets"] if d in present]
+    return [d for d in experiment_datasets(coll.config, name) if d in present]
 
 
 def ablation_table(coll: Collection, protocol: str) -> Table:
     exp = coll.config["experiments"]["ablation"]
     ladder, extra, seeds = exp["ladder"], [m for m in exp["extra"] if m not in exp["ladder"]], exp["seeds"]
-    datasets = _datasets(coll, ladder + extra)
+    datasets = _datasets(coll, "ablation", ladder + extra)
     table = _experiment_table(
         coll,
         f"ablation_{protocol}",
@@ -125,7 +126,7 @@ def ablation_table(coll: Collection, protocol: str) -> Table:
 def plugin_table(coll: Collection, protocol: str) -> Table:
     exp = coll.config["experiments"]["plugin"]
     plugged_methods, seeds = exp["methods"], exp["seeds"]
-    datasets = _datasets(coll, experiment_methods(coll.config)["plugin"])
+    datasets = _datasets(coll, "plugin", experiment_methods(coll.config)["plugin"])
     table = _experiment_table(
         coll,
         f"plugin_{protocol}",
@@ -162,7 +163,7 @@ def noise_scale(coll: Collection, method: str) -> float:
 def ldp_table(coll: Collection, protocol: str) -> Table:
     exp = coll.config["experiments"]["ldp"]
     series, seeds = exp["series"], exp["seeds"]
-    datasets = _datasets(coll, experiment_methods(coll.config)["ldp"])
+    datasets = _datasets(coll, "ldp", experiment_methods(coll.config)["ldp"])
     table = _experiment_table(
         coll,
         f"ldp_{protocol}",
@@ -202,7 +203,7 @@ def sweep_value(coll: Collection, sweep: str, method: str):
 def sensitivity_table(coll: Collection, protocol: str) -> Table:
     exp = coll.config["experiments"]["sensitivity"]
     sweeps, seeds = exp["sweeps"], exp["seeds"]
-    datasets = _datasets(coll, experiment_methods(coll.config)["sensitivity"])
+    datasets = _datasets(coll, "sensitivity", experiment_methods(coll.config)["sensitivity"])
     defaults = {s: sweep_value(coll, s, "fedem") for s in sweeps}
     table = _experiment_table(
         coll,

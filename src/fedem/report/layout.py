@@ -118,11 +118,11 @@ def table1_runs(config: dict) -> list[RunKey]:
 
 def experiment_runs(config: dict, name: str) -> list[RunKey]:
     """The runs one experiment's tables read (the Table-1 runs it shares included)."""
-    from fedem.config import experiment_methods
+    from fedem.config import experiment_datasets, experiment_methods
 
-    grid, seeds = config["grid"], config["experiments"][name]["seeds"]
-    methods = experiment_methods(config)[name]
-    return [RunKey(p, d, m, s) for p in grid["protocols"] for d in grid["datasets"] for m in methods for s in seeds]
+    seeds, methods = config["experiments"][name]["seeds"], experiment_methods(config)[name]
+    datasets = experiment_datasets(config, name)
+    return [RunKey(p, d, m, s) for p in config["grid"]["protocols"] for d in datasets for m in methods for s in seeds]
 
 
 # --- tables (each as .md, .tex and .csv) and figures (each as .pdf and .png) -------------------

@@ -51,12 +51,19 @@ EXPERIMENT_SECTIONS = (
 )
 
 
-def wall_model(timings: list[tuple[RunKey, dict]]) -> dict[tuple[str, str], float]:
-    """Single-job wall seconds per (dataset, method): the mean of its measured runs (either protocol, any
-    seed); for a pair with none, where the method has run on another dataset and the dataset with another
-    method, exp(a_method + b_dataset) fitted by least squares to the log means of the measured pairs (a
-    method costs a factor, a dataset a factor). A rough guide: methods scale differently with a dataset's
-    users, items and interactions."""
+def wall_model(
+    timings: list[tuple[RunKey, dict]], reference: dict[str, str] | None = None
+) -> dict[tuple[str, str], float]:
+    """Single-job wall seconds per (dataset, method), a rough guide for planning:
+    1. a pair with measured runs (either protocol, any seed): their mean;
+    2. a variant (`reference`: variant -> the method it varies, e.g. fedem-L1 -> fedem, pfedrec-em ->
+       pfedrec) that has run on other datasets: its reference's time on this dataset times the variant's
+       geometric-mean ratio to its reference where both ran;
+    3. any other pair whose method has run on another dataset and whose dataset has run with another
+       method (variants that never ran are left out): exp(a_method + b_dataset), fitted by least squares
+       to the log means of the measured pairs (a method costs a factor, a dataset a factor), which
+       under-estimates methods that grow faster than the average with a dataset's size."""
+    reference = reference or {}
     walls = defaultdict(list)
     for key, timing in timings:
         walls[(key.dataset, key.method)].append(timing["wall_seconds"])
@@ -68,15 +75,35 @@ def wall_model(timings: list[tuple[RunKey, dict]]) -> dict[tuple[str, str], floa
             a[m] = statistics.fmean(y - b[d] for (d, mm), y in logs.items() if mm == m)
         for d in datasets:
             b[d] = statistics.fmean(y - a[m] for (dd, m), y in logs.items() if dd == d)
-    model = {(d, m): math.exp(a[m] + b[d]) for d in datasets for m in methods}
+    model = {(d, m): math.exp(a[m] + b[d]) for d in datasets for m in methods if m not in reference}
+    for variant, ref in reference.items():
+        ratios = [logs[(d, variant)] - logs[(d, ref)] for d in datasets if (d, variant) in logs and (d, ref) in logs]
+        if ratios:
+            ratio = statistics.fmean(ratios)
+            model.update({(d, variant): math.exp(logs[(d, ref)] + ratio) for d in datasets if (d, ref) in logs})
     model.update({pair: math.exp(y) for pair, y in logs.items()})
     return model
 
 
-def still_to_run(planned: list[RunKey], present: set[RunKey], timings: list[tuple[RunKey, dict]]) -> str:
+def variant_references(config: dict) -> dict[str, str]:
+    """Each planned variant's reference method for `wall_model`: a plug-in variant's host, else its base."""
+    from fedem.config import base_of, host_of, planned_methods
+
+    refs = {}
+    for method in planned_methods(config):
+        base = base_of(config, method)
+        ref = host_of(config, method) if base == "em-plugin" else base
+        if ref != method:
+            refs[method] = ref
+    return refs
+
+
+def still_to_run(
+    planned: list[RunKey], present: set[RunKey], timings: list[tuple[RunKey, dict]], reference: dict[str, str]
+) -> str:
     """The planned runs with no result file yet and the single-job wall time they should take
-    (`wall_model`); runs it cannot estimate (a method or a dataset that has never run) are counted apart."""
-    model = wall_model(timings)
+    (`wall_model`); runs it cannot estimate (a method that has never run, a dataset with no run) are counted apart."""
+    model = wall_model(timings, reference)
     todo = [k for k in planned if k not in present]
     if not todo:
         return "nothing is left to run"
@@ -107,7 +134,7 @@ def experiment_timing(timings: list[tuple[RunKey, dict]], config: dict, name: st
     planned = layout.experiment_runs(config, name)
     wanted = set(planned)
     walls = [t["wall_seconds"] for key, t in timings if key in wanted]
-    left = still_to_run(planned, present, timings)
+    left = still_to_run(planned, present, timings, variant_references(config))
     if not walls:
         return f"none of its {len(planned)} planned runs has run yet; {left}"
     return (
@@ -126,7 +153,7 @@ def render(tables: Path, results: Path, config: dict | None = None) -> str:
     parts += [f"Compute of the committed grid: {grid_timing(timings)}", ""]
     if config is not None:
         present = {key for key, _ in layout.find_runs(results)}
-        left = still_to_run(layout.grid_runs(config), present, timings)
+        left = still_to_run(layout.grid_runs(config), present, timings, variant_references(config))
         parts += [f"Still to run for every table and figure (`snakemake --cores 8`): {left}.", ""]
         protocols = config["grid"]["protocols"]
         for table_set, title, command in EXPERIMENT_SECTIONS:
