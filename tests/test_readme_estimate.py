@@ -40,12 +40,12 @@ def test_still_to_run_counts_estimated_unknown_and_data_less_runs_apart():
         RunKey("authors", "a", "m3", 0),  # a method that never ran
         RunKey("authors", "c", "m1", 0),  # a dataset with no run at all
     ]
-    text = still_to_run(planned, present, timings, {})
+    text = still_to_run(planned, present, wall_model(timings))
     assert text.startswith("4 still to run")
     assert "about 12 h of single-job wall time for the 2 of them" in text
     assert "1 of methods that have not run yet (m3 1)" in text
     assert "1 on datasets with no run here (c)" in text
-    assert still_to_run(sorted(present), present, timings, {}) == "nothing is left to run"
+    assert still_to_run(sorted(present), present, wall_model(timings)) == "nothing is left to run"
     assert math.isclose(wall_model(timings)[("b", "m2")], 21600, rel_tol=1e-6)
 
 

@@ -98,12 +98,9 @@ def variant_references(config: dict) -> dict[str, str]:
     return refs
 
 
-def still_to_run(
-    planned: list[RunKey], present: set[RunKey], timings: list[tuple[RunKey, dict]], reference: dict[str, str]
-) -> str:
-    """The planned runs with no result file yet and the single-job wall time they should take
-    (`wall_model`); runs it cannot estimate (a method that has never run, a dataset with no run) are counted apart."""
-    model = wall_model(timings, reference)
+def still_to_run(planned: list[RunKey], present: set[RunKey], model: dict[tuple[str, str], float]) -> str:
+    """The planned runs with no result file yet and the single-job wall time they should take (`model`:
+    `wall_model`'s); runs it cannot estimate (a method that has never run, a dataset with no run) are counted apart."""
     todo = [k for k in planned if k not in present]
     if not todo:
         return "nothing is left to run"
@@ -128,13 +125,15 @@ def still_to_run(
     return "; ".join(parts)
 
 
-def experiment_timing(timings: list[tuple[RunKey, dict]], config: dict, name: str, present: set[RunKey]) -> str:
+def experiment_timing(
+    timings: list[tuple[RunKey, dict]], config: dict, name: str, present: set[RunKey], model: dict
+) -> str:
     """Single-job wall time of the runs one experiment reads (shared Table-1 runs included), and of those
     still to run."""
     planned = layout.experiment_runs(config, name)
     wanted = set(planned)
     walls = [t["wall_seconds"] for key, t in timings if key in wanted]
-    left = still_to_run(planned, present, timings, variant_references(config))
+    left = still_to_run(planned, present, model)
     if not walls:
         return f"none of its {len(planned)} planned runs has run yet; {left}"
     return (
@@ -153,11 +152,12 @@ def render(tables: Path, results: Path, config: dict | None = None) -> str:
     parts += [f"Compute of the committed grid: {grid_timing(timings)}", ""]
     if config is not None:
         present = {key for key, _ in layout.find_runs(results)}
-        left = still_to_run(layout.grid_runs(config), present, timings, variant_references(config))
+        model = wall_model(timings, variant_references(config))  # fitted once for every line below
+        left = still_to_run(layout.grid_runs(config), present, model)
         parts += [f"Still to run for every table and figure (`snakemake --cores 8`): {left}.", ""]
         protocols = config["grid"]["protocols"]
         for table_set, title, command in EXPERIMENT_SECTIONS:
-            line = experiment_timing(timings, config, table_set, present)
+            line = experiment_timing(timings, config, table_set, present, model)
             parts += [f"### {title}", "", f"`{command}` ({line})", ""]
             for protocol in protocols:
                 path = tables / f"{table_set}_{protocol}.md"
