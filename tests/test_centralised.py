@@ -141,3 +141,21 @@ def test_lightgcn_epoch_equals_a_plain_bpr_loop(tiny_dataset):
     users = torch.arange(U)
     expected = (final[:U].unsqueeze(1) * final[U:][candidates]).sum(-1)
     torch.testing.assert_close(engine.score(users, candidates), expected, atol=1e-5, rtol=1e-4)
+
+
+def test_lightgcn_adjacency_is_exactly_symmetric_and_its_gradient_is_torchs(tiny_dataset):
+    # propagate's backward multiplies by A itself (not A^T): exact only for an exactly symmetric A
+    ds = tiny_dataset
+    adjacency = normalised_adjacency(
+        np.repeat(np.arange(ds.num_users), np.diff(ds.train_indptr)), ds.train_items, ds.num_users, ds.num_items
+    )
+    dense = adjacency.to_dense()
+    assert torch.equal(dense, dense.T)
+    ego = torch.randn(ds.num_users + ds.num_items, 8, generator=torch.Generator().manual_seed(1))
+    weights = torch.randn_like(ego)
+    grads = []
+    for prop in (propagate, lambda a, e, n: dense_propagation(ds, e, n)):
+        leaf = ego.clone().requires_grad_()
+        (prop(adjacency, leaf, 3) * weights).sum().backward()
+        grads.append(leaf.grad)
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-5)
