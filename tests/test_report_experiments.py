@@ -9,7 +9,7 @@ from fedem.config import experiment_methods
 from fedem.report import layout
 from fedem.report.collect import collect
 from fedem.report.experiment_figures import plot_sensitivity, plot_tsne, tsne_embedding
-from fedem.report.experiments import ablation_table, ldp_table, plugin_table, sensitivity_table
+from fedem.report.experiments import ablation_table, ldp_table, plugin_table, sensitivity_table, table1_leaders
 from fedem.report.figures import convergence_methods
 from fedem.report.layout import RunKey
 from fedem.report.tablefmt import to_markdown
@@ -148,3 +148,15 @@ def test_an_experiment_narrowed_to_some_datasets_shows_those_only(tmp_path, conf
     assert "filmtrust" not in columns  # fedmf and fedem ran there, but the ablation runs on ml-100k only
     wider["experiments"]["ablation"]["datasets"] = ["filmtrust"]
     assert "filmtrust" in {c[0] for c in ablation_table(collect(results, wider), "authors").columns}
+
+
+def test_ldp_note_ranks_the_table_1_methods_that_upload(coll):
+    # the fixtures: fedmf above every other grid method, the rest tied per level (ties share a rank)
+    leaders = table1_leaders(coll, "authors")
+    names = [m for m, _, _ in leaders]
+    assert "local" not in names and coll.proposed not in names and not set(names) & set(coll.unranked_methods)
+    assert leaders[0] == ("fedmf", 1.0, 1)
+    assert [m for m, r, _ in leaders if r == 2.0] == ["fedncf", "pfedrec", "fedrap", "gpfedrec"]  # grid order
+    caption = ldp_table(coll, "authors").caption
+    assert "fedmf 1.0, fedncf 2.0, pfedrec 2.0" in caption
+    assert "the series above (pfedrec, gpfedrec) are not those yet" in caption

@@ -15,7 +15,7 @@ from fedem.config import NOISE_KEY, SWEPT, base_of, experiment_datasets, experim
 from fedem.report.collect import Collection
 from fedem.report.summary import Cell, fmt_mean_std, fmt_p, fmt_pct, paired_p
 from fedem.report.tablefmt import Table, Text
-from fedem.report.tables import METRIC_LABEL, common_warnings, method_label
+from fedem.report.tables import METRIC_LABEL, common_warnings, method_label, ordered_methods
 
 METRICS = ("hr@10", "ndcg@10")
 SWEEP_LABEL = {"adapter_depth": "adapter depth L", "alpha": "alpha"}
@@ -160,6 +160,52 @@ def noise_scale(coll: Collection, method: str) -> float:
     return float(method_block(coll.config, method)[NOISE_KEY[base_of(coll.config, method)]])
 
 
+# Methods whose clients upload nothing: noise on uploads has nothing to act on, so Table 4 never takes them.
+NO_UPLOADS = ("local",)
+
+
+def table1_leaders(coll: Collection, protocol: str) -> list[tuple[str, float, int]]:
+    """Table 1's other federated methods that upload something, best first: (method, mean rank of its test
+    HR@10 among them, number of datasets it has results on), the rank averaged over those datasets
+    (ties share a rank; fewer datasets first loses a tie)."""
+    candidates = [
+        m
+        for m in ordered_methods(coll)
+        if m != coll.proposed and m not in coll.unranked_methods and base_of(coll.config, m) not in NO_UPLOADS
+    ]
+    ranks: dict[str, list[int]] = {m: [] for m in candidates}
+    for d in coll.datasets_with_runs():
+        means = {m: test_cell(coll, protocol, d, m, "hr@10").mean for m in candidates}
+        present = sorted({round(v, 12) for v in means.values() if v is not None}, reverse=True)
+        for m, v in means.items():
+            if v is not None:
+                ranks[m].append(present.index(round(v, 12)) + 1)
+    scored = [(m, sum(r) / len(r), len(r)) for m, r in ranks.items() if r]
+    return sorted(scored, key=lambda t: (t[1], -t[2]))  # stable: grid order on full ties
+
+
+def _leaders_note(coll: Collection, protocol: str, series: list[list[str]]) -> str:
+    leaders = table1_leaders(coll, protocol)
+    if not leaders:
+        return ""
+    n_datasets = len(coll.datasets_with_runs())
+    ranked = ", ".join(
+        f"{m} {r:.1f}" + (f" ({n} of {n_datasets} datasets)" if n < n_datasets else "") for m, r, n in leaders
+    )
+    chosen = [base_of(coll.config, s[0]) for s in series if base_of(coll.config, s[0]) != coll.proposed]
+    best = [m for m, _, _ in leaders[: len(chosen)]]
+    verdict = (
+        "the series above are those"
+        if set(best) == set(chosen)
+        else f"the series above ({', '.join(chosen)}) are not those yet (experiments.ldp.series; docs/experiments.md)"
+    )
+    return (
+        f"Table 1's other methods that upload something, by mean rank of test HR@10 under this protocol over the "
+        f"datasets with results (all but {', '.join(NO_UPLOADS)}, the centralised references and the floor): "
+        f"{ranked}. The issue asks for the best two: {verdict}."
+    )
+
+
 def ldp_table(coll: Collection, protocol: str) -> Table:
     exp = coll.config["experiments"]["ldp"]
     series, seeds = exp["series"], exp["seeds"]
@@ -173,8 +219,8 @@ def ldp_table(coll: Collection, protocol: str) -> Table:
             "the client keeps its clean table, the server sees only the noisy uploads. delta is a noise scale, "
             "NOT a formal epsilon: nothing is clipped and the embeddings are unbounded, so no privacy guarantee "
             "follows from it. In brackets: the relative change from the method's delta = 0 run. "
-            f"{_seeds_note(seeds)}"
-        ),
+            f"{_seeds_note(seeds)} {_leaders_note(coll, protocol, series)}"
+        ).rstrip(),
         ["Method", "delta"],
         datasets,
     )
