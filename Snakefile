@@ -44,6 +44,7 @@ localrules:
     render_experiment_tables,
     render_sensitivity_figure,
     render_tsne,
+    table1,
     ablation,
     plugin,
     ldp,

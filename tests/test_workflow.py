@@ -99,6 +99,17 @@ def test_full_plan_covers_the_grid(repo_copy):
     assert planned["render_experiment_tables"] == 4  # ablation, plugin, ldp, sensitivity
 
 
+def test_the_table1_target_plans_the_grid_and_none_of_the_experiments(repo_copy):
+    planned = planned_jobs(snakemake(repo_copy, "-n", "table1", *SMOKE).stdout)
+    config = load_config(repo_copy / "config" / "smoke.yaml")
+    grid = config["grid"]
+    runs = sum(len(planned_seeds(config, m, d)) for m in grid["methods"] for d in grid["datasets"])
+    assert planned["train"] == len(grid["protocols"]) * runs
+    assert planned["probe"] == len(grid["protocols"]) * len(grid["probe_datasets"]) * len(grid["probe_seeds"])
+    assert planned["table1"] == 1
+    assert not {"render_tables", "render_experiment_tables", "render_sensitivity_figure"} & set(planned)
+
+
 @pytest.mark.parametrize("target", ["ablation", "plugin", "ldp", "sensitivity", "tsne", "convergence"])
 def test_an_experiment_target_plans_only_its_runs(repo_copy, target):
     planned = planned_jobs(snakemake(repo_copy, "-n", target, *SMOKE).stdout)

@@ -155,6 +155,8 @@ def render(tables: Path, results: Path, config: dict | None = None) -> str:
         model = wall_model(timings, variant_references(config))  # fitted once for every line below
         left = still_to_run(layout.grid_runs(config), present, model)
         parts += [f"Still to run for every table and figure (`snakemake --cores 8`): {left}.", ""]
+        table1 = still_to_run(layout.table1_runs(config), present, model)
+        parts += [f"Still to run for Table 1 alone (`snakemake --cores 8 table1`): {table1}.", ""]
         protocols = config["grid"]["protocols"]
         for table_set, title, command in EXPERIMENT_SECTIONS:
             line = experiment_timing(timings, config, table_set, present, model)
