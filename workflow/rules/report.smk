@@ -106,24 +106,6 @@ rule render_tsne:
         "--results {params.results} --out {params.out} 2>&1 | tee {log}"
 
 
-# Table 1 alone: `snakemake --cores 8 table1` trains what the grid (grid.methods, with their probe runs)
-# lacks, none of the other experiments' variants, then re-renders every table from the results folder.
-rule table1:
-    input:
-        table1_outputs,
-    params:
-        config=CONFIG_FILE,
-        results=RESULTS,
-        out=TABLES,
-    log:
-        f"{LOGS}/report/tables.log",
-    message:
-        "Table 1's runs are done; tables from the result files under {params.results}/"
-    shell:
-        "(python -m fedem.report tables --config {params.config} --results {params.results} --out {params.out}"
-        "{README_STEP}) 2>&1 | tee {log}"
-
-
 # One target per experiment of the paper: `snakemake --cores 8 ablation` trains what that experiment
 # lacks and renders its tables (and figures); nothing else.
 rule ablation:
@@ -220,3 +202,13 @@ rule figures:
     shell:
         "python -m fedem.report figures --kind all --config {params.config} --results {params.results} "
         "--out {params.out} 2>&1 | tee {log}"
+
+
+# Table 1 alone: `snakemake --cores 8 table1` trains what the grid (grid.methods, with their probe runs)
+# lacks, none of the other experiments' variants, then re-renders every table from the results folder
+# (the `tables` rule with Table 1's runs as its input).
+use rule tables as table1 with:
+    input:
+        table1_outputs,
+    message:
+        "Table 1's runs are done; tables from the result files under {params.results}/"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from fedem.config import NOISE_KEY, SWEPT, base_of, experiment_datasets, experiment_methods, host_of, method_block
 from fedem.report.collect import Collection
-from fedem.report.summary import Cell, fmt_mean_std, fmt_p, fmt_pct, paired_p
+from fedem.report.summary import Cell, fmt_mean_std, fmt_p, fmt_pct, paired_p, ranks
 from fedem.report.tablefmt import Table, Text
 from fedem.report.tables import METRIC_LABEL, common_warnings, method_label, ordered_methods
 
@@ -173,14 +173,12 @@ def table1_leaders(coll: Collection, protocol: str) -> list[tuple[str, float, in
         for m in ordered_methods(coll)
         if m != coll.proposed and m not in coll.unranked_methods and base_of(coll.config, m) not in NO_UPLOADS
     ]
-    ranks: dict[str, list[int]] = {m: [] for m in candidates}
+    per_method: dict[str, list[int]] = {m: [] for m in candidates}
     for d in coll.datasets_with_runs():
-        means = {m: test_cell(coll, protocol, d, m, "hr@10").mean for m in candidates}
-        present = sorted({round(v, 12) for v in means.values() if v is not None}, reverse=True)
-        for m, v in means.items():
-            if v is not None:
-                ranks[m].append(present.index(round(v, 12)) + 1)
-    scored = [(m, sum(r) / len(r), len(r)) for m, r in ranks.items() if r]
+        cells = {m: test_cell(coll, protocol, d, m, "hr@10") for m in candidates}
+        for m, rank in ranks(cells, (), top=None).items():
+            per_method[m].append(rank)
+    scored = [(m, sum(r) / len(r), len(r)) for m, r in per_method.items() if r]
     return sorted(scored, key=lambda t: (t[1], -t[2]))  # stable: grid order on full ties
 
 
@@ -192,7 +190,7 @@ def _leaders_note(coll: Collection, protocol: str, series: list[list[str]]) -> s
     ranked = ", ".join(
         f"{m} {r:.1f}" + (f" ({n} of {n_datasets} datasets)" if n < n_datasets else "") for m, r, n in leaders
     )
-    chosen = [base_of(coll.config, s[0]) for s in series if base_of(coll.config, s[0]) != coll.proposed]
+    chosen = [m for m in (base_of(coll.config, s[0]) for s in series) if m != coll.proposed]
     best = [m for m, _, _ in leaders[: len(chosen)]]
     verdict = (
         "the series above are those"

@@ -52,8 +52,9 @@ def fmt_pct(x: float | None, signed: bool = False) -> str:
     return f"{x * 100:+.1f}%" if signed else f"{x * 100:.1f}%"
 
 
-def ranks(cells: dict[str, Cell], sanity: tuple[str, ...]) -> dict[str, int]:
-    """1 for the best mean, 2 for the second best (ties share a rank); sanity methods unranked."""
+def ranks(cells: dict[str, Cell], sanity: tuple[str, ...], top: int | None = 2) -> dict[str, int]:
+    """1 for the best mean, 2 for the second best, ... down to `top` (None: every method with a mean);
+    ties share a rank; sanity methods unranked."""
     means = sorted(
         {round(c.mean, 12) for m, c in cells.items() if m not in sanity and c.mean is not None}, reverse=True
     )
@@ -62,7 +63,7 @@ def ranks(cells: dict[str, Cell], sanity: tuple[str, ...]) -> dict[str, int]:
         if method in sanity or cell.mean is None:
             continue
         position = means.index(round(cell.mean, 12)) + 1
-        if position <= 2:
+        if top is None or position <= top:
             out[method] = position
     return out
 
