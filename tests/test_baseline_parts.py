@@ -69,3 +69,26 @@ def test_gpfedrec_symmetric_gram_equals_the_full_product():
         gram = symmetric_gram(x, block)
         torch.testing.assert_close(gram, x @ x.T, rtol=1e-12, atol=1e-12)
         assert torch.equal(gram, gram.T)
+
+
+def test_fedcia_alignment_stays_exact_once_a_table_is_aligned():
+    # Tables almost aligned with S: f = ||Q Q^T - S|| ~ 1e-3 ||S||, so f^2 is ~1e-6 of the terms the
+    # eigenbasis form subtracts to get it. A step must still follow the direct loss (float64 autograd
+    # here): 1e-4 off; with f^2 from float32 terms, 9e-3 off, and blown up when f is smaller still. One
+    # step: near alignment the steps oscillate and amplify any rounding (of the float32 rotation too).
+    gen = torch.Generator().manual_seed(3)
+    m, d = 300, 8
+    shared = torch.randn(m, d, generator=gen)
+    tables = torch.stack([shared + 1e-3 * torch.randn(m, d, generator=gen) for _ in range(2)])
+    z = tables.double()
+    target = (
+        (z[0] @ z[0].T + z[1] @ z[1].T) / 2 + 1e-5 * torch.randn(m, m, generator=gen, dtype=torch.float64)
+    ).float()
+    expected = []
+    for q0 in tables:
+        q = q0.double().clone().requires_grad_()
+        torch.norm(q @ q.T - target.double()).backward()
+        expected.append((q - 0.1 * (q.grad + 1e-3 * q)).detach().float())  # one SGD step, weight decay 1e-3
+    align(tables, target, steps=1, lr=0.1, wd=1e-3)
+    assert bool(torch.isfinite(tables).all())
+    torch.testing.assert_close(tables, torch.stack(expected), atol=1e-3, rtol=0)
