@@ -43,6 +43,7 @@ def test_still_to_run_counts_estimated_unknown_and_data_less_runs_apart():
     text = still_to_run(planned, present, wall_model(timings))
     assert text.startswith("4 still to run")
     assert "about 12 h of single-job wall time for the 2 of them" in text
+    assert "(the largest: m2 on b 12.0 h)" in text
     assert "1 of methods that have not run yet (m3 1)" in text
     assert "1 on datasets with no run here (c)" in text
     assert still_to_run(sorted(present), present, wall_model(timings)) == "nothing is left to run"
@@ -61,3 +62,11 @@ def test_a_variant_scales_with_its_reference_method_not_with_the_average():
     assert model[("b", "variant")] == pytest.approx(3 * 1400)
     assert ("b", "never-ran") not in model  # a variant with no run of its own is not guessed
     assert model[("a", "variant")] == pytest.approx(300)  # measured pairs keep their mean
+
+
+def test_still_to_run_names_the_largest_pairs_first_and_only_a_few():
+    timings = [timed("a", m, 0, 3600 * h) for m, h in (("m1", 1), ("m2", 4), ("m3", 2), ("m4", 3))]
+    present = {key for key, _ in timings}
+    planned = sorted(present) + [RunKey(p, "a", m, 1) for p in ("authors", "clean") for m in ("m1", "m2", "m3", "m4")]
+    text = still_to_run(planned, present, wall_model(timings))
+    assert "(the largest: m2 on a 8.0 h, m4 on a 6.0 h, m3 on a 4.0 h)" in text

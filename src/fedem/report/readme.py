@@ -98,6 +98,9 @@ def variant_references(config: dict) -> dict[str, str]:
     return refs
 
 
+LARGEST_SHOWN = 3  # (method, dataset) pairs named with the estimate, by estimated hours still to run
+
+
 def still_to_run(planned: list[RunKey], present: set[RunKey], model: dict[tuple[str, str], float]) -> str:
     """The planned runs with no result file yet and the single-job wall time they should take (`model`:
     `wall_model`'s); runs it cannot estimate (a method that has never run, a dataset with no run) are counted apart."""
@@ -105,6 +108,10 @@ def still_to_run(planned: list[RunKey], present: set[RunKey], model: dict[tuple[
     if not todo:
         return "nothing is left to run"
     estimated = [model[(k.dataset, k.method)] for k in todo if (k.dataset, k.method) in model]
+    per_pair = defaultdict(float)  # (method, dataset) -> estimated seconds still to run
+    for k in todo:
+        if (k.dataset, k.method) in model:
+            per_pair[(k.method, k.dataset)] += model[(k.dataset, k.method)]
     run_datasets = {d for d, _ in model}
     unknown = defaultdict(int)
     for k in todo:
@@ -117,6 +124,8 @@ def still_to_run(planned: list[RunKey], present: set[RunKey], model: dict[tuple[
             f"about {sum(estimated) / 3600:.0f} h of single-job wall time for the {len(estimated)} of them "
             "that can be estimated from the runs made so far"
         )
+        largest = sorted(per_pair.items(), key=lambda item: (-item[1], item[0]))[:LARGEST_SHOWN]
+        parts[-1] += " (the largest: " + ", ".join(f"{m} on {d} {sec / 3600:.1f} h" for (m, d), sec in largest) + ")"
     if unknown:
         named = ", ".join(f"{m} {n}" for m, n in sorted(unknown.items()))
         parts.append(f"{sum(unknown.values())} of methods that have not run yet ({named})")
