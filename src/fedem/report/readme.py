@@ -107,11 +107,11 @@ def still_to_run(planned: list[RunKey], present: set[RunKey], model: dict[tuple[
     todo = [k for k in planned if k not in present]
     if not todo:
         return "nothing is left to run"
-    estimated = [model[(k.dataset, k.method)] for k in todo if (k.dataset, k.method) in model]
+    estimable = [k for k in todo if (k.dataset, k.method) in model]
+    estimated = [model[(k.dataset, k.method)] for k in estimable]
     per_pair = defaultdict(float)  # (method, dataset) -> estimated seconds still to run
-    for k in todo:
-        if (k.dataset, k.method) in model:
-            per_pair[(k.method, k.dataset)] += model[(k.dataset, k.method)]
+    for k, seconds in zip(estimable, estimated):
+        per_pair[(k.method, k.dataset)] += seconds
     run_datasets = {d for d, _ in model}
     unknown = defaultdict(int)
     for k in todo:
