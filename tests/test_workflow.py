@@ -156,8 +156,12 @@ def test_smoke_config_is_the_paper_config_on_a_tiny_grid():
     paper = load_config(REPO / "config" / "config.yaml")
     smoke = load_config(REPO / "config" / "smoke.yaml")  # complete on its own: validates
     differ = {section for section in paper if paper[section] != smoke[section]}
-    assert differ == {"training", "grid", "experiments"}
+    assert differ == {"training", "grid", "experiments", "methods"}
     assert {k for k in paper["training"] if paper["training"][k] != smoke["training"][k]} == {"rounds"}
+    # FedCIA's alignment steps only (config/smoke.yaml says why)
+    assert {m for m in paper["methods"] if paper["methods"][m] != smoke["methods"].get(m)} == {"fedcia"}
+    fedcia = {k for k in paper["methods"]["fedcia"] if paper["methods"]["fedcia"][k] != smoke["methods"]["fedcia"][k]}
+    assert fedcia == {"align_steps"}
     settings = yaml.safe_load((REPO / "config" / "smoke_workflow.yaml").read_text())["workflow"]
     assert all(settings[k].startswith("tmp/") for k in ("results_dir", "tables_dir", "figures_dir", "logs_dir"))
 

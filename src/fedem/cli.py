@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import platform
+import re
 import statistics
 import sys
 import time
@@ -13,9 +14,12 @@ from pathlib import Path
 
 import fedem
 from fedem.config import load_config, run_config
-from fedem.errors import ConfigError, FedemError
+from fedem.errors import ConfigError, FedemError, TrainingError
 
 log = logging.getLogger("fedem")
+
+# fedem.engine.federation's message for a run stopped by a non-finite loss or score
+_DIVERGED_IN_ROUND = re.compile(r"diverged in round (\d+)")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -124,7 +128,15 @@ def _build_native_kernels(method: str, rc: dict) -> None:
 def cmd_train(args) -> int:
     from fedem.data.pipeline import prepare
     from fedem.engine.federation import run_federation
-    from fedem.engine.results import code_version, provenance, training_code_hash, write_probe, write_result
+    from fedem.engine.results import (
+        code_version,
+        divergence_path,
+        provenance,
+        training_code_hash,
+        write_divergence,
+        write_probe,
+        write_result,
+    )
     from fedem.methods import get_method
 
     _check_train_args(args)
@@ -144,7 +156,16 @@ def cmd_train(args) -> int:
     _build_native_kernels(rc["method"]["base"], rc)
     start = time.perf_counter()
     ds, stats = prepare(config, args.dataset, rc["protocol"]["dedupe"])
-    body = run_federation(ds, args.method, rc, args.seed, progress=not args.quiet)
+    try:
+        body = run_federation(ds, args.method, rc, args.seed, progress=not args.quiet)
+    except TrainingError as exc:
+        diverged = _DIVERGED_IN_ROUND.search(str(exc))
+        if diverged:  # an outcome of this code and config, recorded so that the workflow does not retry it
+            record = provenance(args.protocol, args.dataset, args.method, args.seed, rc, ds.content_hash, code_hash)
+            record["diverged"] = {"round": int(diverged.group(1)), "error": str(exc)}
+            write_divergence(args.out, record)
+        raise
+    divergence_path(args.out).unlink(missing_ok=True)  # a finished run supersedes an earlier divergence
     probe_records = body.pop("probe_records")
     result = provenance(args.protocol, args.dataset, args.method, args.seed, rc, ds.content_hash, code_hash)
     result["device"] = body.pop("device")

@@ -20,6 +20,7 @@ from fedem.data.registry import DATASETS
 from fedem.engine.results import config_hash, training_code_hash
 from fedem.errors import ConfigError
 from fedem.report import layout
+from fedem.report.collect import current_divergences
 from fedem.report.layout import RunKey
 from fedem.report.provenance import Expected, expected_for
 
@@ -155,9 +156,20 @@ def stats_copy(dataset, protocol):
     return str(layout.data_stats_path(RESULTS, dataset, variant_of(dataset, protocol)))
 
 
+@functools.cache
+def diverged_runs():
+    """Runs that stopped at a non-finite loss or score under the current code and config (their divergence
+    record says so): not asked for again. A changed config or training code makes the record stale."""
+    return current_divergences(RESULTS, PACKAGE_CONFIG, EXPECTED)
+
+
+def run_files(keys):
+    return [str(layout.run_path(RESULTS, k)) for k in keys if k not in diverged_runs()]
+
+
 def dataset_outputs(dataset):
     """Every file the grid wants for `dataset`: runs, probes and the dataset's stats copies."""
-    files = [str(layout.run_path(RESULTS, k)) for k in grid_runs() if k.dataset == dataset]
+    files = run_files(k for k in grid_runs() if k.dataset == dataset)
     files += [str(layout.probe_path(RESULTS, k)) for k in grid_probes() if k.dataset == dataset]
     files += sorted({stats_copy(dataset, p) for p in GRID["protocols"]})
     return files
@@ -218,7 +230,7 @@ def expected_outputs(wildcards=None):
 def _kept_files(keys):
     keep = set(kept_datasets(GRID["datasets"]))
     stats = sorted({stats_copy(k.dataset, k.protocol) for k in keys if k.dataset in keep})
-    return [str(layout.run_path(RESULTS, k)) for k in keys if k.dataset in keep] + stats
+    return run_files(k for k in keys if k.dataset in keep) + stats
 
 
 def table1_outputs(wildcards=None):
@@ -310,7 +322,7 @@ def probe_config_hash(wildcards):
 
 
 def dataset_runs(wildcards):
-    return [str(layout.run_path(RESULTS, k)) for k in table1_runs() if k.dataset == wildcards.dataset]
+    return run_files(k for k in table1_runs() if k.dataset == wildcards.dataset)
 
 
 def dataset_probes(wildcards):
@@ -319,7 +331,7 @@ def dataset_probes(wildcards):
 
 def kept_runs(wildcards=None):
     keep = set(kept_datasets(GRID["datasets"]))
-    return [str(layout.run_path(RESULTS, k)) for k in table1_runs() if k.dataset in keep]
+    return run_files(k for k in table1_runs() if k.dataset in keep)
 
 
 def report_code_hash():

@@ -164,6 +164,16 @@ def write_result(path: Path, result: dict, timing: dict | None = None) -> None:
     atomic_write_bytes(path, canonical_json(sealed(result)).encode())
 
 
+def divergence_path(result_path: Path) -> Path:
+    """seed0.json -> seed0.diverged.json: the record a run that diverged leaves instead of its result."""
+    return Path(result_path).with_suffix(".diverged.json")
+
+
+def write_divergence(result_path: Path, record: dict) -> None:
+    """Atomic, sealed like a result file; the result file itself is never written for such a run."""
+    atomic_write_bytes(divergence_path(result_path), canonical_json(sealed(record)).encode())
+
+
 def write_probe(path: Path, probe: dict) -> None:
     """Probe files hold ~100 records per round: compact JSON, still deterministic."""
     text = json.dumps(sealed(probe), sort_keys=True, separators=(",", ":"), allow_nan=False) + "\n"

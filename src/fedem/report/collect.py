@@ -38,6 +38,7 @@ class Collection:
     expected: Expected
     runs: dict[RunKey, dict] = field(default_factory=dict)  # current result files in the grid
     probes: dict[RunKey, dict] = field(default_factory=dict)  # current probe files in the grid
+    diverged: dict[RunKey, dict] = field(default_factory=dict)  # current divergence records: runs with no result
     data_stats: dict[tuple[str, str], dict] = field(default_factory=dict)  # (dataset, variant) -> stats
     problems: list[Problem] = field(default_factory=list)
     files_of: dict[str, set[str]] = field(
@@ -93,6 +94,14 @@ class Collection:
             if isinstance(node, (int, float)) and math.isfinite(node):
                 out[key.seed] = float(node)
         return dict(sorted(out.items()))
+
+    def diverged_rounds(self, protocol: str, dataset: str, method: str) -> dict[int, int]:
+        """seed -> the round in which that run diverged (current records only)."""
+        return {
+            k.seed: r["diverged"]["round"]
+            for k, r in self.diverged.items()
+            if (k.protocol, k.dataset, k.method) == (protocol, dataset, method)
+        }
 
     def datasets_with_runs(self) -> list[str]:
         present = {k.dataset for k in self.runs}
@@ -185,7 +194,57 @@ def collect(results_dir: str | Path, config: dict) -> Collection:
         _admit(coll, key, path, path, probe=False)
     for key, path in layout.find_probes(results_dir):
         _admit(coll, key, path, Path(layout.probe_result_path(results_dir, key)), probe=True)
+    for key, path in layout.find_divergences(results_dir):
+        record, problem = read_divergence(coll.config, coll.expected, key, path, _data_hash(coll, key))
+        if problem is not None:
+            coll.problems.append(problem)
+        elif key in coll.runs:
+            coll.problems.append(Problem(path.as_posix(), INVALID, "the run also has a current result file; ignored"))
+        else:
+            coll.diverged[key] = record
     return coll
+
+
+def read_divergence(
+    config: dict, expected: Expected, key: RunKey, path: Path, data_hash: str | None = None
+) -> tuple[dict | None, Problem | None]:
+    """A divergence record (`fedem train` stopped by a non-finite loss or score) and whether the current
+    code and config would diverge the same way: (record, None) if so, else (None, the problem)."""
+    shown = path.as_posix()
+    if not _in_grid(config, key, probe=False):
+        return None, Problem(shown, OUTSIDE, "not part of the configured grid; ignored")
+    record, err = _load_json(path)
+    if err is None:
+        err = _identity_mismatch(record, key) or digest_problem(record)
+    diverged = record.get("diverged") if err is None else None
+    if err is None and not (isinstance(diverged, dict) and isinstance(diverged.get("round"), int)):
+        err = "a divergence record without diverged.round"
+    if err:
+        return None, Problem(shown, INVALID, err)
+    reasons = []
+    if record.get("schema_version") != RESULT_SCHEMA_VERSION:
+        reasons.append(f"schema version {record.get('schema_version')}, current {RESULT_SCHEMA_VERSION}")
+    if record.get("config_hash") != expected.config_hash(key.protocol, key.method):
+        reasons.append(
+            f"config hash {record.get('config_hash')} != current {expected.config_hash(key.protocol, key.method)}"
+        )
+    if record.get("code_hash") != expected.code_hash(key.method):
+        reasons.append(f"training code hash {record.get('code_hash')} != current {expected.code_hash(key.method)}")
+    if data_hash is not None and record.get("data_hash") != data_hash:
+        reasons.append(f"data hash {str(record.get('data_hash'))[:16]} != current dataset {data_hash[:16]}")
+    if reasons:
+        return None, Problem(shown, STALE, "; ".join(reasons))
+    return record, None
+
+
+def current_divergences(results_dir: str | Path, config: dict, expected: Expected) -> set[RunKey]:
+    """Runs whose divergence record the current code and config still stand behind: the workflow does not
+    retry them (a changed config or training code makes the record stale, and the run is planned again)."""
+    return {
+        key
+        for key, path in layout.find_divergences(results_dir)
+        if read_divergence(config, expected, key, path)[1] is None and not layout.run_path(results_dir, key).exists()
+    }
 
 
 def _data_hash(coll: Collection, key: RunKey) -> str | None:

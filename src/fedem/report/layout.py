@@ -23,6 +23,7 @@ BENCHMARKS = "benchmarks"
 
 _SEED_FILE = re.compile(r"^seed(\d+)\.json$")
 _PROBE_RESULT_FILE = re.compile(r"^seed(\d+)\.result\.json$")
+_DIVERGED_FILE = re.compile(r"^seed(\d+)\.diverged\.json$")
 
 
 @dataclass(frozen=True, order=True)
@@ -43,6 +44,11 @@ def run_path(results: str | Path, key: RunKey) -> Path:
 
 def timing_path(result: Path) -> Path:
     return Path(result).with_suffix(".timing.json")
+
+
+def divergence_path(result: Path) -> Path:
+    """Where a run that diverged says so, beside the result file it did not write (fedem.engine.results)."""
+    return Path(result).with_suffix(".diverged.json")
 
 
 def probe_path(results: str | Path, key: RunKey) -> Path:
@@ -73,6 +79,11 @@ def _keys_under(root: Path, pattern: re.Pattern) -> list[tuple[RunKey, Path]]:
 def find_runs(results: str | Path) -> list[tuple[RunKey, Path]]:
     """Every `runs/.../seed{n}.json` present (timing sidecars excluded), sorted by path."""
     return _keys_under(Path(results) / RUNS, _SEED_FILE)
+
+
+def find_divergences(results: str | Path) -> list[tuple[RunKey, Path]]:
+    """Every divergence record `runs/.../seed{n}.diverged.json` present, sorted by path."""
+    return _keys_under(Path(results) / RUNS, _DIVERGED_FILE)
 
 
 def find_probes(results: str | Path) -> list[tuple[RunKey, Path]]:

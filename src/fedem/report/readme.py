@@ -160,7 +160,8 @@ def render(tables: Path, results: Path, config: dict | None = None) -> str:
     timings = run_timings(results)
     parts += [f"Compute of the committed grid: {grid_timing(timings)}", ""]
     if config is not None:
-        present = {key for key, _ in layout.find_runs(results)}
+        # a run that diverged (its record beside the missing result) is done, not still to run
+        present = {key for key, _ in layout.find_runs(results) + layout.find_divergences(results)}
         model = wall_model(timings, variant_references(config))  # fitted once for every line below
         left = still_to_run(layout.grid_runs(config), present, model)
         parts += [f"Still to run for every table and figure (`snakemake --cores 8`): {left}.", ""]

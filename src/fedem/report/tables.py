@@ -109,13 +109,30 @@ def _seed_note(coll: Collection) -> str:
     )
 
 
-def _cell_text(cell: Cell, n_grid: int, floor: float | None = None, sanity: bool = False) -> str:
+def _cell_text(
+    cell: Cell, n_grid: int, floor: float | None = None, sanity: bool = False, diverged: dict[int, int] | None = None
+) -> str:
     text = fmt_mean_std(cell)
     if cell.mean is not None and 0 < cell.n < n_grid:
         text += f" (n={cell.n})"
     if floor is not None and cell.mean is not None and not sanity and cell.mean <= floor:
         text += " †"
+    if diverged:
+        rounds = sorted(set(diverged.values()))
+        where = f"round {rounds[0]}" if len(rounds) == 1 else f"rounds {rounds[0]}–{rounds[-1]}"
+        seeds = f"{len(diverged)} seed{'s' if len(diverged) > 1 else ''}"
+        text = f"diverged in {where} ({seeds})" if cell.mean is None else f"{text}; {seeds} diverged"
     return text
+
+
+def _divergence_note(coll: Collection, protocol: str) -> list[str]:
+    if not any(k.protocol == protocol for k in coll.diverged):
+        return []
+    return [
+        "'diverged in round t': the run stopped in round t at a non-finite training loss or score and wrote "
+        "no result (the method's released defaults, run as specified; see provenance.md). It is not retried "
+        "while its training code and config are unchanged."
+    ]
 
 
 def main_table(coll: Collection, protocol: str, split: str) -> Table:
@@ -142,6 +159,7 @@ def main_table(coll: Collection, protocol: str, split: str) -> Table:
         table.notes.append("training.full_ranking is off in the config: no full-ranking metrics were computed.")
     if not datasets:
         table.notes.append("No current result file for this protocol: nothing to show.")
+    table.notes += _divergence_note(coll, protocol)
     n_grid = len(coll.grid["seeds"])
     cells = {
         (d, m, meth): Cell(coll.values(protocol, d, meth, ("selected", split, m)))
@@ -164,7 +182,13 @@ def main_table(coll: Collection, protocol: str, split: str) -> Table:
         for d in datasets:
             for m in metrics:
                 rank = column_ranks[(d, m)].get(method)
-                text = _cell_text(cells[(d, m, method)], n_grid, floors[(d, m)], method in coll.unranked_methods)
+                text = _cell_text(
+                    cells[(d, m, method)],
+                    n_grid,
+                    floors[(d, m)],
+                    method in coll.unranked_methods,
+                    coll.diverged_rounds(protocol, d, method),
+                )
                 row.append(Text(text, bold=rank == 1, underline=rank == 2))
         table.add_row(row, rule_before=starts_group(coll, methods, i))
     if coll.proposed in methods and datasets:
@@ -402,7 +426,7 @@ def provenance_md(coll: Collection) -> str:
             "options of the run that made them, if any):",
             "",
             "```",
-            "snakemake --cores 8 --forcerun " + " ".join(p.path for p in excluded),
+            "snakemake --cores 8 --forcerun " + " ".join(p.path for p in excluded if not _is_divergence(p.path)),
             "```",
             "",
             "| File | Kind | Why |",
@@ -412,6 +436,22 @@ def provenance_md(coll: Collection) -> str:
         out.append("")
     else:
         out += ["Every result file in the grid matches the current training code and config.", ""]
+    if coll.diverged:
+        out += [
+            "## Runs that diverged (no result file)",
+            "",
+            "`fedem train` stopped these runs at a non-finite training loss or score and left a divergence "
+            "record (`seedN.diverged.json`) instead of a result. The workflow does not retry a run whose record "
+            "matches the current training code and config; a stale record (listed above) is retried.",
+            "",
+            "| Run | Round | Error |",
+            "|:--|--:|:--|",
+        ]
+        out += [
+            f"| `{k.label}` | {r['diverged']['round']} | {str(r['diverged'].get('error', '')).replace('|', '/')} |"
+            for k, r in sorted(coll.diverged.items())
+        ]
+        out.append("")
     left = coll.left_out()
     if left:
         out += ["## Datasets left out", ""]
@@ -446,6 +486,10 @@ def provenance_md(coll: Collection) -> str:
             )
     out.append("")
     return "\n".join(out)
+
+
+def _is_divergence(path: str) -> bool:
+    return path.endswith(".diverged.json")
 
 
 def build_tables(coll: Collection) -> list[Table]:

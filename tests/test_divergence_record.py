@@ -1,0 +1,120 @@
+"""A run that diverges leaves a sealed divergence record beside the result file it does not write. The
+report shows it as 'diverged' while the current code and config stand behind the record (stale otherwise),
+the README's estimate counts it as done, and the workflow does not plan it again."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_cli_and_errors import fedem_cli
+from test_workflow import commit_smoke_results, smoke_settings
+
+from fedem.config import load_config
+from fedem.engine.results import canonical_json, digest_problem, sealed
+from fedem.report import layout
+from fedem.report.collect import INVALID, STALE, collect, current_divergences
+from fedem.report.layout import RunKey
+from fedem.report.provenance import expected_for
+from fedem.report.summary import Cell
+from fedem.report.tables import _cell_text, provenance_md
+
+from conftest import REPO
+from workflow_helpers import SMOKE, clone, planned_jobs, snakemake
+
+# without weight decay nothing holds FedRAP's unbounded -lambda * MSE(D_u, C) term: round 0 diverges
+UNSTABLE = [
+    "methods.fedrap.lambda=50",
+    "methods.fedrap.optimizer.weight_decay.head=0",
+    "methods.fedrap.optimizer.weight_decay.tables=0",
+    "training.rounds=3",
+]
+KEY = RunKey("authors", "filmtrust", "fedrap", 0)
+
+
+@pytest.fixture(scope="module")
+def diverged(tmp_path_factory, mirror):
+    tmp = tmp_path_factory.mktemp("diverged")
+    results = tmp / "results"
+    out = layout.run_path(results, KEY)
+    data = [f"data.raw_dir={tmp}/raw", f"data.processed_dir={tmp}/processed"]
+    args = ["train", "--dataset", "filmtrust", "--method", "fedrap", "--seed", "0", "--out", str(out)]
+    args += ["--quiet", "--threads", "1"] + [a for o in UNSTABLE + data for a in ("--set", o)]
+    proc = fedem_cli(*args, env_mirror=mirror)
+    config = load_config(REPO / "config" / "config.yaml", UNSTABLE + data)
+    return results, out, proc, config
+
+
+def test_a_diverging_run_writes_a_sealed_record_and_no_result(diverged):
+    results, out, proc, _ = diverged
+    assert proc.returncode == 2 and "method 'fedrap' diverged in round 0" in proc.stderr, proc.stderr
+    assert not out.exists() and not layout.timing_path(out).exists()
+    record = json.loads(layout.divergence_path(out).read_text())
+    assert digest_problem(record) is None
+    assert (record["protocol"], record["dataset"], record["method"], record["seed"]) == (
+        "authors",
+        "filmtrust",
+        "fedrap",
+        0,
+    )
+    assert record["diverged"]["round"] == 0 and "non-finite" in record["diverged"]["error"]
+    assert layout.find_divergences(results) == [(KEY, layout.divergence_path(out))]
+    assert layout.find_runs(results) == []  # a record is never taken for a result
+
+
+def test_the_report_shows_a_current_record_and_excludes_a_stale_one(diverged):
+    results, _, _, config = diverged
+    coll = collect(results, config)
+    assert coll.diverged_rounds("authors", "filmtrust", "fedrap") == {0: 0} and not coll.problems
+    assert current_divergences(results, config, expected_for(config)) == {KEY}
+    assert "authors/filmtrust/fedrap/seed0` | 0 |" in provenance_md(coll)
+    assert _cell_text(Cell({}), 5, diverged={0: 9, 1: 9}) == "diverged in round 9 (2 seeds)"
+    assert _cell_text(Cell({2: 0.5, 3: 0.7}), 5, diverged={0: 8, 1: 9}).endswith("(n=2); 2 seeds diverged")
+
+    default = load_config(REPO / "config" / "config.yaml")  # weight decay back on: the record no longer holds
+    coll = collect(results, default)
+    assert not coll.diverged and [p.kind for p in coll.problems] == [STALE]
+    assert "config hash" in coll.problems[0].detail
+    assert current_divergences(results, default, expected_for(default)) == set()
+
+
+def test_an_edited_record_is_invalid(diverged, tmp_path):
+    results, out, _, config = diverged
+    copy = tmp_path / "results"
+    path = layout.divergence_path(layout.run_path(copy, KEY))
+    path.parent.mkdir(parents=True)
+    record = json.loads(layout.divergence_path(out).read_text())
+    record["diverged"]["round"] = 7
+    path.write_text(canonical_json(record))
+    coll = collect(copy, config)
+    assert not coll.diverged and [p.kind for p in coll.problems] == [INVALID]
+
+
+def test_the_workflow_does_not_plan_a_run_its_current_record_covers(tmp_path):
+    root = clone(tmp_path / "clone")
+    results = commit_smoke_results(root)
+    (key, run), *_ = layout.find_runs(results)
+    result = json.loads(run.read_text())
+    run.unlink()
+    identity = (
+        "schema_version",
+        "protocol",
+        "dataset",
+        "method",
+        "seed",
+        "config",
+        "config_hash",
+        "data_hash",
+        "code_hash",
+    )
+    record = {k: result[k] for k in identity} | {"diverged": {"round": 1, "error": "non-finite training loss"}}
+    layout.divergence_path(run).write_text(canonical_json(sealed(record)))
+    assert planned_jobs(snakemake(root, "-n", *SMOKE).stdout).get("train") is None
+
+    snakemake(root, "--cores", "1", "tables", *SMOKE, mirror=None)
+    main = (root / smoke_settings(root)["tables_dir"] / f"main_{key.protocol}.md").read_text()
+    assert "diverged in round 1 (1 seed)" in main
+
+    record["config_hash"] = "0" * 16  # another config made it: stale, so the run is planned again
+    layout.divergence_path(run).write_text(canonical_json(sealed(record)))
+    assert planned_jobs(snakemake(root, "-n", *SMOKE).stdout).get("train") == 1
