@@ -125,6 +125,18 @@ def _build_native_kernels(method: str, rc: dict) -> None:
         native.load(name)
 
 
+def _cpu_model() -> str:
+    """The CPU's model name (platform.processor() is empty on Linux): run times, and the float32 subnormal
+    penalty that slows some runs several-fold on one machine kind and not another, depend on it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def cmd_train(args) -> int:
     from fedem.data.pipeline import prepare
     from fedem.engine.federation import run_federation
@@ -179,6 +191,7 @@ def cmd_train(args) -> int:
         "code_version": code_version(),
         "machine": platform.machine(),
         "processor": platform.processor(),
+        "cpu": _cpu_model(),
         "python": platform.python_version(),
     }
     if args.probe_out is not None:
