@@ -164,7 +164,11 @@ def diverged_runs():
 
 
 def run_files(keys):
-    return [str(layout.run_path(RESULTS, k)) for k in keys if k not in diverged_runs()]
+    """Each run's result file, or its current divergence record (which exists: a new one re-renders the tables)."""
+    return [
+        str(layout.divergence_path(layout.run_path(RESULTS, k)) if k in diverged_runs() else layout.run_path(RESULTS, k))
+        for k in keys
+    ]
 
 
 def dataset_outputs(dataset):
