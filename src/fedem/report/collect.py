@@ -17,7 +17,14 @@ from fedem.data.registry import DATASETS
 from fedem.engine.results import RESULT_SCHEMA_VERSION, digest_problem
 from fedem.report import layout
 from fedem.report.layout import RunKey
-from fedem.report.provenance import Expected, check_result, expected_for, integrity_problem
+from fedem.report.provenance import (
+    IDENTITY_KEYS,
+    Expected,
+    check_result,
+    expected_for,
+    hash_reasons,
+    integrity_problem,
+)
 
 STALE = "stale"
 INVALID = "invalid"
@@ -216,22 +223,15 @@ def read_divergence(
     record, err = _load_json(path)
     if err is None:
         err = _identity_mismatch(record, key) or digest_problem(record)
+    missing = [k for k in IDENTITY_KEYS if k not in record] if err is None else []
+    if missing:
+        err = f"not a complete divergence record (missing {', '.join(missing)})"
     diverged = record.get("diverged") if err is None else None
     if err is None and not (isinstance(diverged, dict) and isinstance(diverged.get("round"), int)):
         err = "a divergence record without diverged.round"
     if err:
         return None, Problem(shown, INVALID, err)
-    reasons = []
-    if record.get("schema_version") != RESULT_SCHEMA_VERSION:
-        reasons.append(f"schema version {record.get('schema_version')}, current {RESULT_SCHEMA_VERSION}")
-    if record.get("config_hash") != expected.config_hash(key.protocol, key.method):
-        reasons.append(
-            f"config hash {record.get('config_hash')} != current {expected.config_hash(key.protocol, key.method)}"
-        )
-    if record.get("code_hash") != expected.code_hash(key.method):
-        reasons.append(f"training code hash {record.get('code_hash')} != current {expected.code_hash(key.method)}")
-    if data_hash is not None and record.get("data_hash") != data_hash:
-        reasons.append(f"data hash {str(record.get('data_hash'))[:16]} != current dataset {data_hash[:16]}")
+    reasons = hash_reasons(record, expected, key.protocol, key.method, data_hash=data_hash)
     if reasons:
         return None, Problem(shown, STALE, "; ".join(reasons))
     return record, None

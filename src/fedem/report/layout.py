@@ -2,6 +2,7 @@
 
     <results>/runs/{protocol}/{dataset}/{method}/seed{seed}.json            one training run
     <results>/runs/.../seed{seed}.timing.json                               its timing sidecar
+    <results>/runs/.../seed{seed}.diverged.json                             a run that diverged, instead of its result
     <results>/probes/{protocol}/{dataset}/{method}/seed{seed}.json          aggregation-bottleneck probe
     <results>/probes/.../seed{seed}.result.json                             the probe run's own result file
     <results>/data_stats/{dataset}-{variant}.json                           copy of a dataset's stats
@@ -15,6 +16,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from fedem.engine.results import divergence_path  # noqa: F401  (the path `fedem train` writes; used with run_path)
 
 RUNS = "runs"
 PROBES = "probes"
@@ -46,9 +49,8 @@ def timing_path(result: Path) -> Path:
     return Path(result).with_suffix(".timing.json")
 
 
-def divergence_path(result: Path) -> Path:
-    """Where a run that diverged says so, beside the result file it did not write (fedem.engine.results)."""
-    return Path(result).with_suffix(".diverged.json")
+def is_divergence_record(path: str | Path) -> bool:
+    return _DIVERGED_FILE.match(Path(path).name) is not None
 
 
 def probe_path(results: str | Path, key: RunKey) -> Path:

@@ -14,7 +14,7 @@ from fedem.config import base_of, run_config
 from fedem.engine.results import RESULT_SCHEMA_VERSION, config_hash, digest_problem, training_code_hash
 from fedem.engine.selection import selection_blocks
 
-REQUIRED_KEYS = (
+IDENTITY_KEYS = (  # what a result file and a divergence record both carry
     "schema_version",
     "protocol",
     "dataset",
@@ -24,10 +24,8 @@ REQUIRED_KEYS = (
     "config_hash",
     "code_hash",
     "data_hash",
-    "rounds",
-    "selected",
-    "test_selected",
 )
+REQUIRED_KEYS = IDENTITY_KEYS + ("rounds", "selected", "test_selected")
 
 
 @dataclass(frozen=True)
@@ -114,16 +112,27 @@ def check_result(
     missing = [k for k in REQUIRED_KEYS if k not in result]
     if missing:
         return Verdict(False, [f"not a complete result file (missing {', '.join(missing)})"])
-    reasons = []
-    if result["schema_version"] != RESULT_SCHEMA_VERSION:
-        reasons.append(f"result schema version {result['schema_version']}, current {RESULT_SCHEMA_VERSION}")
-    want = expected.config_hash(protocol, method, probe)
-    if result["config_hash"] != want:
-        diff = dict_diff(result["config"], expected.run_config(protocol, method, probe))
-        shown = "; ".join(diff[:4]) + (f"; ... ({len(diff) - 4} more)" if len(diff) > 4 else "")
-        reasons.append(f"config hash {result['config_hash']} != current {want} ({shown or 'same values, other hash'})")
-    if result["code_hash"] != expected.code_hash(method):
-        reasons.append(f"training code hash {result['code_hash']} != current {expected.code_hash(method)}")
-    if data_hash is not None and result["data_hash"] != data_hash:
-        reasons.append(f"data hash {result['data_hash'][:16]} != current dataset {data_hash[:16]}")
+    reasons = hash_reasons(result, expected, protocol, method, probe, data_hash)
     return Verdict(not reasons, reasons)
+
+
+def hash_reasons(
+    document: dict, expected: Expected, protocol: str, method: str, probe: bool = False, data_hash: str | None = None
+) -> list[str]:
+    """Why a document with IDENTITY_KEYS (a result file or a divergence record) is not what the current code,
+    config and data would write: schema version, config hash (with what differs), code hash, data hash."""
+    reasons = []
+    if document["schema_version"] != RESULT_SCHEMA_VERSION:
+        reasons.append(f"result schema version {document['schema_version']}, current {RESULT_SCHEMA_VERSION}")
+    want = expected.config_hash(protocol, method, probe)
+    if document["config_hash"] != want:
+        diff = dict_diff(document["config"], expected.run_config(protocol, method, probe))
+        shown = "; ".join(diff[:4]) + (f"; ... ({len(diff) - 4} more)" if len(diff) > 4 else "")
+        reasons.append(
+            f"config hash {document['config_hash']} != current {want} ({shown or 'same values, other hash'})"
+        )
+    if document["code_hash"] != expected.code_hash(method):
+        reasons.append(f"training code hash {document['code_hash']} != current {expected.code_hash(method)}")
+    if data_hash is not None and document["data_hash"] != data_hash:
+        reasons.append(f"data hash {document['data_hash'][:16]} != current dataset {data_hash[:16]}")
+    return reasons

@@ -426,7 +426,8 @@ def provenance_md(coll: Collection) -> str:
             "options of the run that made them, if any):",
             "",
             "```",
-            "snakemake --cores 8 --forcerun " + " ".join(p.path for p in excluded if not _is_divergence(p.path)),
+            "snakemake --cores 8 --forcerun "
+            + " ".join(p.path for p in excluded if not layout.is_divergence_record(p.path)),
             "```",
             "",
             "| File | Kind | Why |",
@@ -486,10 +487,6 @@ def provenance_md(coll: Collection) -> str:
             )
     out.append("")
     return "\n".join(out)
-
-
-def _is_divergence(path: str) -> bool:
-    return path.endswith(".diverged.json")
 
 
 def build_tables(coll: Collection) -> list[Table]:
