@@ -15,6 +15,8 @@ import time
 import pytest
 import yaml
 
+from fedem.report import layout
+
 from conftest import REPO, mirror_dir
 from workflow_helpers import SMOKE, clone, env, planned_jobs, snakemake
 
@@ -108,6 +110,10 @@ def test_smoke_workflow_end_to_end(tmp_path):
         in (tables / "provenance.md").read_text()
     )
     assert "neg-count (sanity floor, no learning)" in (tables / "main_authors.md").read_text()
+    # the compute tables read each run's Snakemake benchmark file where layout says the workflow writes it
+    runs = layout.find_runs(results)
+    assert runs and all(layout.benchmark_path(results, key).is_file() for key, _ in runs)
+    assert "| — |" not in (tables / "compute_authors.md").read_text().split("|:--", 1)[1]
     figures = root / settings["figures_dir"]
     assert (figures / "convergence_filmtrust.pdf").is_file() and (figures / "probe_models_filmtrust.png").is_file()
 

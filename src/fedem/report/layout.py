@@ -6,7 +6,8 @@
     <results>/probes/{protocol}/{dataset}/{method}/seed{seed}.json          aggregation-bottleneck probe
     <results>/probes/.../seed{seed}.result.json                             the probe run's own result file
     <results>/data_stats/{dataset}-{variant}.json                           copy of a dataset's stats
-    <results>/benchmarks/...                                                Snakemake benchmark files
+    <results>/benchmarks/train/{protocol}/{dataset}/{method}/seed{seed}.tsv  a run's Snakemake benchmark file
+    <results>/benchmarks/...                                                the other jobs' benchmark files
 
 and the names of the tables and figures the report writes (the workflow declares them as outputs).
 """
@@ -47,6 +48,11 @@ def run_path(results: str | Path, key: RunKey) -> Path:
 
 def timing_path(result: Path) -> Path:
     return Path(result).with_suffix(".timing.json")
+
+
+def benchmark_path(results: str | Path, key: RunKey) -> Path:
+    """The Snakemake benchmark file of a grid run's job (workflow/rules/train.smk's `benchmark:`)."""
+    return Path(results) / BENCHMARKS / "train" / key.protocol / key.dataset / key.method / f"seed{key.seed}.tsv"
 
 
 def is_divergence_record(path: str | Path) -> bool:
@@ -158,7 +164,12 @@ def table_names(protocols: list[str], table_set: str = "main") -> list[str]:
         return [f"{table_set}_{protocol}" for protocol in protocols]
     names = ["datasets"]
     for protocol in protocols:
-        names += [f"main_{protocol}", f"main_full_ranking_{protocol}", f"test_selected_{protocol}"]
+        names += [
+            f"main_{protocol}",
+            f"main_full_ranking_{protocol}",
+            f"test_selected_{protocol}",
+            f"compute_{protocol}",
+        ]
     return names + ["protocol_gap"]
 
 

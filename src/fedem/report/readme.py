@@ -18,6 +18,8 @@ SECTIONS = (
     ("main_authors.md", "Authors' protocol (the paper's setting; leaks the held-out item, PROTOCOL.md §6)"),
     ("main_clean.md", "Clean protocol (non-train negatives, deduplicated interactions)"),
     ("protocol_gap.md", "How much of each score survives the clean protocol"),
+    ("compute_authors.md", "What a run costs, authors' protocol (from the runs' timing and benchmark files)"),
+    ("compute_clean.md", "What a run costs, clean protocol"),
 )
 
 

@@ -1,7 +1,8 @@
 """The paper tables, built from a Collection (current result files only) and written as .md/.tex/.csv.
 
 Per protocol: the main table (sampled HR@10/NDCG@10), the same with full-ranking metrics, and the
-validation-selected vs the authors' test-selected figure. Across protocols: the protocol gap (how
+validation-selected vs the authors' test-selected figure, and what each run cost (fedem.report.compute).
+Across protocols: the protocol gap (how
 much of each score survives the clean protocol). Plus dataset statistics, a long-form CSV of every
 run, and provenance.md (stale and ignored files, the hashes a current file must carry).
 """
@@ -490,12 +491,15 @@ def provenance_md(coll: Collection) -> str:
 
 
 def build_tables(coll: Collection) -> list[Table]:
+    from fedem.report.compute import compute_table
+
     tables = [datasets_table(coll)]
     for protocol in coll.grid["protocols"]:
         tables += [
             main_table(coll, protocol, "test"),
             main_table(coll, protocol, "test_full_ranking"),
             test_selected_table(coll, protocol),
+            compute_table(coll, protocol),
         ]
     return tables + [protocol_gap_table(coll)]
 
