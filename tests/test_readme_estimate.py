@@ -29,6 +29,7 @@ def test_wall_model_keeps_measured_means_and_fills_a_pair_by_the_product_rule():
     # m2 costs 2x m1 on a; b costs 3x a for m1: m2 on b is 2 * 3 * 4000
     assert model[("b", "m2")] == pytest.approx(24000, rel=1e-6)
     assert ("c", "m1") not in model and ("a", "m3") not in model
+    assert model.fitted == {("b", "m2")}
 
 
 def test_still_to_run_counts_estimated_unknown_and_data_less_runs_apart():
@@ -43,7 +44,7 @@ def test_still_to_run_counts_estimated_unknown_and_data_less_runs_apart():
     text = still_to_run(planned, present, wall_model(timings))
     assert text.startswith("4 still to run")
     assert "about 12 h of single-job wall time for the 2 of them" in text
-    assert "(the largest: m2 on b 12.0 h)" in text
+    assert "(the largest: m2 on b 12.0 h (fitted)); 'fitted': no run of that method on that dataset yet" in text
     assert "1 of methods that have not run yet (m3 1)" in text
     assert "1 on datasets with no run here (c)" in text
     assert still_to_run(sorted(present), present, wall_model(timings)) == "nothing is left to run"
@@ -62,6 +63,8 @@ def test_a_variant_scales_with_its_reference_method_not_with_the_average():
     assert model[("b", "variant")] == pytest.approx(3 * 1400)
     assert ("b", "never-ran") not in model  # a variant with no run of its own is not guessed
     assert model[("a", "variant")] == pytest.approx(300)  # measured pairs keep their mean
+    assert model.fitted == set()  # every pair is measured or a variant of a measured reference
+    assert ("b", "variant") not in model.fitted  # scaled from its own measured ratio, not the product rule
 
 
 def test_still_to_run_names_the_largest_pairs_first_and_only_a_few():
@@ -69,4 +72,5 @@ def test_still_to_run_names_the_largest_pairs_first_and_only_a_few():
     present = {key for key, _ in timings}
     planned = sorted(present) + [RunKey(p, "a", m, 1) for p in ("authors", "clean") for m in ("m1", "m2", "m3", "m4")]
     text = still_to_run(planned, present, wall_model(timings))
-    assert "(the largest: m2 on a 8.0 h, m4 on a 6.0 h, m3 on a 4.0 h)" in text
+    assert "(the largest: m2 on a 8.0 h, m4 on a 6.0 h, m3 on a 4.0 h)" in text  # measured: not 'fitted'
+    assert "fitted" not in text

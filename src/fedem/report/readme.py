@@ -53,9 +53,16 @@ EXPERIMENT_SECTIONS = (
 )
 
 
-def wall_model(
-    timings: list[tuple[RunKey, dict]], reference: dict[str, str] | None = None
-) -> dict[tuple[str, str], float]:
+class WallModel(dict):
+    """(dataset, method) -> single-job wall seconds; `fitted`: the pairs taken from the product rule alone
+    (rule 3 of `wall_model`), with no run of the method, or of its reference, on that dataset."""
+
+    def __init__(self, *args, fitted: set[tuple[str, str]] = frozenset(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fitted = set(fitted)
+
+
+def wall_model(timings: list[tuple[RunKey, dict]], reference: dict[str, str] | None = None) -> WallModel:
     """Single-job wall seconds per (dataset, method), a rough guide for planning:
     1. a pair with measured runs (either protocol, any seed): their mean;
     2. a variant (`reference`: variant -> the method it varies, e.g. fedem-L1 -> fedem, pfedrec-em ->
@@ -83,8 +90,9 @@ def wall_model(
         if ratios:
             ratio = statistics.fmean(ratios)
             model.update({(d, variant): math.exp(logs[(d, ref)] + ratio) for d in datasets if (d, ref) in logs})
+    fitted = {pair for pair in model if pair not in logs and pair[1] not in reference}  # rule 3 alone
     model.update({pair: math.exp(y) for pair, y in logs.items()})
-    return model
+    return WallModel(model, fitted=fitted)
 
 
 def variant_references(config: dict) -> dict[str, str]:
@@ -103,7 +111,7 @@ def variant_references(config: dict) -> dict[str, str]:
 LARGEST_SHOWN = 3  # (method, dataset) pairs named with the estimate, by estimated hours still to run
 
 
-def still_to_run(planned: list[RunKey], present: set[RunKey], model: dict[tuple[str, str], float]) -> str:
+def still_to_run(planned: list[RunKey], present: set[RunKey], model: WallModel) -> str:
     """The planned runs with no result file yet and the single-job wall time they should take (`model`:
     `wall_model`'s); runs it cannot estimate (a method that has never run, a dataset with no run) are counted apart."""
     todo = [k for k in planned if k not in present]
@@ -127,7 +135,19 @@ def still_to_run(planned: list[RunKey], present: set[RunKey], model: dict[tuple[
             "that can be estimated from the runs made so far"
         )
         largest = sorted(per_pair.items(), key=lambda item: (-item[1], item[0]))[:LARGEST_SHOWN]
-        parts[-1] += " (the largest: " + ", ".join(f"{m} on {d} {sec / 3600:.1f} h" for (m, d), sec in largest) + ")"
+        fitted = model.fitted
+        parts[-1] += (
+            " (the largest: "
+            + ", ".join(
+                f"{m} on {d} {sec / 3600:.1f} h{' (fitted)' if (d, m) in fitted else ''}" for (m, d), sec in largest
+            )
+            + ")"
+        )
+        if any((d, m) in fitted for (m, d), _ in largest):
+            parts[-1] += (
+                "; 'fitted': no run of that method on that dataset yet, so a method factor times a dataset factor, "
+                "low for a method whose cost grows faster than most with the dataset's size (see its doc page)"
+            )
     if unknown:
         named = ", ".join(f"{m} {n}" for m, n in sorted(unknown.items()))
         parts.append(f"{sum(unknown.values())} of methods that have not run yet ({named})")
