@@ -74,3 +74,25 @@ def test_still_to_run_names_the_largest_pairs_first_and_only_a_few():
     text = still_to_run(planned, present, wall_model(timings))
     assert "(the largest: m2 on a 8.0 h, m4 on a 6.0 h, m3 on a 4.0 h)" in text  # measured: not 'fitted'
     assert "fitted" not in text
+
+
+def test_experiment_line_counts_a_diverged_run_as_run():
+    from fedem.config import load_config
+    from fedem.report.layout import experiment_runs
+    from fedem.report.readme import experiment_timing
+
+    from conftest import REPO
+
+    config = load_config(REPO / "config" / "config.yaml")
+    planned = experiment_runs(config, "plugin")
+    timings = [(planned[0], {"wall_seconds": 1800}), (planned[1], {"wall_seconds": 1800})]
+    diverged = {planned[2]}
+    present = {planned[0], planned[1]} | diverged
+    line = experiment_timing(timings, config, "plugin", present, wall_model(timings), diverged)
+    assert line.startswith(
+        f"3 of its {len(planned)} planned runs have run (current or not; see provenance.md), "
+        "1 of them diverged (no result file), 1.0 h of single-job wall time; "
+        f"{len(planned) - 3} still to run"
+    )
+    only_diverged = experiment_timing([], config, "plugin", diverged, wall_model([]), diverged)
+    assert only_diverged.startswith(f"1 of its {len(planned)} planned runs have run")

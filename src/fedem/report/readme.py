@@ -157,19 +157,26 @@ def still_to_run(planned: list[RunKey], present: set[RunKey], model: WallModel) 
 
 
 def experiment_timing(
-    timings: list[tuple[RunKey, dict]], config: dict, name: str, present: set[RunKey], model: dict
+    timings: list[tuple[RunKey, dict]],
+    config: dict,
+    name: str,
+    present: set[RunKey],
+    model: WallModel,
+    diverged: set[RunKey] = frozenset(),
 ) -> str:
     """Single-job wall time of the runs one experiment reads (shared Table-1 runs included), and of those
     still to run."""
     planned = layout.experiment_runs(config, name)
     wanted = set(planned)
     walls = [t["wall_seconds"] for key, t in timings if key in wanted]
+    n_diverged = len(wanted & diverged)  # divergence records: run, with no result or timing file
     left = still_to_run(planned, present, model)
-    if not walls:
+    if not walls and not n_diverged:
         return f"none of its {len(planned)} planned runs has run yet; {left}"
+    records = f", {n_diverged} of them diverged (no result file)" if n_diverged else ""
     return (
-        f"{len(walls)} of its {len(planned)} planned runs have run (current or not; see provenance.md), "
-        f"{sum(walls) / 3600:.1f} h of single-job wall time; {left}"
+        f"{len(walls) + n_diverged} of its {len(planned)} planned runs have run (current or not; see "
+        f"provenance.md){records}, {sum(walls) / 3600:.1f} h of single-job wall time; {left}"
     )
 
 
@@ -183,7 +190,8 @@ def render(tables: Path, results: Path, config: dict | None = None) -> str:
     parts += [f"Compute of the committed grid: {grid_timing(timings)}", ""]
     if config is not None:
         # a run that diverged (its record beside the missing result) is done, not still to run
-        present = {key for key, _ in layout.find_runs(results) + layout.find_divergences(results)}
+        diverged = {key for key, _ in layout.find_divergences(results)}
+        present = {key for key, _ in layout.find_runs(results)} | diverged
         model = wall_model(timings, variant_references(config))  # fitted once for every line below
         left = still_to_run(layout.grid_runs(config), present, model)
         parts += [f"Still to run for every table and figure (`snakemake --cores 8`): {left}.", ""]
@@ -191,7 +199,7 @@ def render(tables: Path, results: Path, config: dict | None = None) -> str:
         parts += [f"Still to run for Table 1 alone (`snakemake --cores 8 table1`): {table1}.", ""]
         protocols = config["grid"]["protocols"]
         for table_set, title, command in EXPERIMENT_SECTIONS:
-            line = experiment_timing(timings, config, table_set, present, model)
+            line = experiment_timing(timings, config, table_set, present, model, diverged)
             parts += [f"### {title}", "", f"`{command}` ({line})", ""]
             for protocol in protocols:
                 path = tables / f"{table_set}_{protocol}.md"
