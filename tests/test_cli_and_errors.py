@@ -1,11 +1,13 @@
 """Bad input gets a clear error before any work, and no result file; same seed, same bytes."""
 
+import json
 import os
 import signal
 import subprocess
 import sys
 
 import pytest
+import torch
 
 from fedem.config import load_config
 from fedem.engine.federation import run_federation
@@ -151,6 +153,8 @@ def test_same_seed_gives_bit_identical_result_file(tmp_path, mirror):
         assert r.returncode == 0, r.stderr
         paths.append(out)
     assert paths[0].read_bytes() == paths[1].read_bytes()
+    timing = json.loads(paths[0].with_suffix(".timing.json").read_text())  # the machine goes to the sidecar
+    assert timing["cpu"] and (timing["gpu"] is None) == (not torch.cuda.is_available())  # device: auto
     other = tmp_path / "c.json"
     r = fedem_cli(
         "train",

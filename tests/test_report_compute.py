@@ -22,10 +22,14 @@ def config():
     return grid_config(datasets=["ml-100k", "filmtrust"], seeds=[0, 1, 2], probe_datasets=[], probe_seeds=[])
 
 
-def write_costs(results: Path, key: RunKey, per_round: float, wall: float, rss_mib: float, cpu: str | None) -> None:
+def write_costs(
+    results: Path, key: RunKey, per_round: float, wall: float, rss_mib: float, cpu: str | None, gpu: str | None = None
+) -> None:
     timing = {"median_round_seconds": per_round, "wall_seconds": wall, "round_seconds": [per_round]}
     if cpu is not None:
         timing["cpu"] = cpu
+    if gpu is not None:
+        timing["gpu"] = gpu
     write_json(layout.timing_path(layout.run_path(results, key)), timing)
     bench = layout.benchmark_path(results, key)
     bench.parent.mkdir(parents=True, exist_ok=True)
@@ -74,3 +78,12 @@ def test_benchmark_file_without_max_rss_reads_as_missing(tmp_path, config):
     write_costs(results, key, 3.0, 90.0, 100, None)
     layout.benchmark_path(results, key).write_text(BENCHMARK_HEADER.replace("max_rss", "other"))
     assert compute_row(results, config, "authors", "fedmf")[1:4] == ["3.00", "1.5", "—"]
+
+
+def test_a_gpu_run_is_named_by_its_gpu_not_filed_under_its_host_cpu(tmp_path, config):
+    results = tmp_path / "results"
+    write_grid_results(results, config)
+    write_costs(results, RunKey("authors", "ml-100k", "fedem", 0), 1.0, 60.0, 1024, "CPU A")
+    write_costs(results, RunKey("authors", "ml-100k", "fedem", 1), 0.5, 30.0, 1024, "CPU A", gpu="NVIDIA H200")
+    caption = next(t for t in build_tables(collect(results, config)) if t.name == "compute_authors").caption
+    assert "CPU A: 1 run; GPU NVIDIA H200 (host CPU CPU A): 1 run" in caption

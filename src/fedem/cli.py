@@ -137,6 +137,16 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _gpu_model(device: str) -> str | None:
+    """The GPU's name when the run trained on one (None on the CPU): the compute tables then do not
+    file a GPU run's times under its host CPU."""
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    return torch.cuda.get_device_name(torch.device(device))
+
+
 def cmd_train(args) -> int:
     from fedem.data.pipeline import prepare
     from fedem.engine.federation import run_federation
@@ -192,6 +202,7 @@ def cmd_train(args) -> int:
         "machine": platform.machine(),
         "processor": platform.processor(),
         "cpu": _cpu_model(),
+        "gpu": _gpu_model(result["device"]),
         "python": platform.python_version(),
     }
     if args.probe_out is not None:

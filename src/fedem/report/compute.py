@@ -33,6 +33,12 @@ def _peak_rss_mib(results: Path, key: layout.RunKey) -> float | None:
     return max(values) if values else None
 
 
+def _machine(timing: dict) -> str:
+    """What a run's times were measured on: its GPU (with the host CPU) when it trained on one, else its CPU."""
+    cpu = timing.get("cpu") or NO_CPU
+    return f"GPU {timing['gpu']} (host CPU {cpu})" if timing.get("gpu") else cpu
+
+
 def _fmt(x: float | None, digits: int = 1) -> str:
     return "—" if x is None else f"{x:.{digits}f}"
 
@@ -47,7 +53,7 @@ def compute_table(coll: Collection, protocol: str) -> Table:
         for m in methods:
             keys = [k for k in coll.runs if (k.protocol, k.dataset, k.method) == (protocol, d, m)]
             timings = [t for t in (_timing(results, k) for k in keys) if t is not None]
-            cpus.update(t.get("cpu") or NO_CPU for t in timings)
+            cpus.update(_machine(t) for t in timings)
             rss = [r for r in (_peak_rss_mib(results, k) for k in keys) if r is not None]
             per_round = [t["median_round_seconds"] for t in timings if t.get("median_round_seconds") is not None]
             cells[(d, m)] = [
@@ -67,7 +73,8 @@ def compute_table(coll: Collection, protocol: str) -> Table:
             "benchmark file). Measured on the grid's machines while other jobs shared them, with the threads "
             "per job of config/workflow.yaml, so these are a planning guide, not a benchmark "
             "(benchmarks/bench_round.py times a round alone). "
-            f"CPUs (the timing sidecars' cpu field): {machines or 'no timing sidecar'}."
+            f"Machines (the timing sidecars' cpu field, and gpu for a run that trained on one): "
+            f"{machines or 'no timing sidecar'}."
         ),
         columns=[("", "Method")] + [(d, label) for d in datasets for label in ("s/round", "min/run", "GB")],
         warnings=common_warnings(coll),
