@@ -43,7 +43,7 @@ def test_still_to_run_counts_estimated_unknown_and_data_less_runs_apart():
     ]
     text = still_to_run(planned, present, wall_model(timings))
     assert text.startswith("4 still to run")
-    assert "about 12 h of single-job wall time for the 2 of them" in text
+    assert "about 12 h of single-job wall time on a CPU for the 2 of them" in text
     assert "(the largest: m2 on b 12.0 h (fitted)); 'fitted': no run of that method on that dataset yet" in text
     assert "1 of methods that have not run yet (m3 1)" in text
     assert "1 on datasets with no run here (c)" in text
@@ -96,3 +96,18 @@ def test_experiment_line_counts_a_diverged_run_as_run():
     )
     only_diverged = experiment_timing([], config, "plugin", diverged, wall_model([]), diverged)
     assert only_diverged.startswith(f"1 of its {len(planned)} planned runs have run")
+
+
+def test_a_gpu_run_is_counted_as_run_but_does_not_set_the_cpu_estimate():
+    from fedem.report.readme import grid_timing
+
+    cpu = [timed("a", "m1", 0, 3600), timed("a", "m2", 0, 7200), timed("b", "m1", 0, 10800)]
+    key, timing = timed("b", "m2", 0, 30)
+    gpu = (key, {**timing, "gpu": "NVIDIA H200"})
+    model = wall_model(cpu + [gpu])
+    assert model[("b", "m2")] == pytest.approx(21600, rel=1e-6)  # the product rule over CPU runs, not 30 s
+    assert model.fitted == {("b", "m2")}
+    text = grid_timing(cpu + [gpu])
+    assert text.startswith("4 runs, 6.0 h of single-job wall time in total")
+    assert text.endswith("; 1 of them trained on a GPU (NVIDIA H200)).")
+    assert "GPU" not in grid_timing(cpu)

@@ -33,14 +33,27 @@ def run_timings(results: Path) -> list[tuple[RunKey, dict]]:
     return found
 
 
+def on_gpu(timing: dict) -> bool:
+    """Whether the run trained on a GPU (its sidecar names one; older sidecars, all CPU runs, have no field)."""
+    return bool(timing.get("gpu"))
+
+
+def _gpu_part(timings: list[dict]) -> str:
+    gpus = sorted({t["gpu"] for t in timings if on_gpu(t)})
+    n = sum(on_gpu(t) for t in timings)
+    return f"{n} of them trained on a GPU ({', '.join(gpus)})" if n else ""
+
+
 def grid_timing(timings: list[tuple[RunKey, dict]]) -> str:
     walls = [t["wall_seconds"] for _, t in timings]
     machines = {t.get("machine", "?") for _, t in timings}
     if not walls:
         return "No runs yet."
+    gpu = _gpu_part([t for _, t in timings])
     return (
         f"{len(walls)} runs, {sum(walls) / 3600:.1f} h of single-job wall time in total "
-        f"(median {statistics.median(walls) / 60:.1f} min per run; machine: {', '.join(sorted(machines))})."
+        f"(median {statistics.median(walls) / 60:.1f} min per run; machine: {', '.join(sorted(machines))}"
+        f"{'; ' + gpu if gpu else ''})."
     )
 
 
@@ -71,11 +84,14 @@ def wall_model(timings: list[tuple[RunKey, dict]], reference: dict[str, str] | N
     3. any other pair whose method has run on another dataset and whose dataset has run with another
        method (variants that never ran are left out): exp(a_method + b_dataset), fitted by least squares
        to the log means of the measured pairs (a method costs a factor, a dataset a factor), which
-       under-estimates methods that grow faster than the average with a dataset's size."""
+       under-estimates methods that grow faster than the average with a dataset's size.
+    CPU runs only: the grid's default machine is a CPU, and a GPU run's time says nothing of a CPU's
+    (gpfedrec on amazon-video: half a minute on an H200 against 21 minutes on two CPU cores)."""
     reference = reference or {}
     walls = defaultdict(list)
     for key, timing in timings:
-        walls[(key.dataset, key.method)].append(timing["wall_seconds"])
+        if not on_gpu(timing):
+            walls[(key.dataset, key.method)].append(timing["wall_seconds"])
     logs = {pair: math.log(max(statistics.fmean(w), 1e-3)) for pair, w in walls.items()}
     datasets, methods = sorted({d for d, _ in logs}), sorted({m for _, m in logs})
     a, b = dict.fromkeys(methods, 0.0), dict.fromkeys(datasets, 0.0)
@@ -131,8 +147,8 @@ def still_to_run(planned: list[RunKey], present: set[RunKey], model: WallModel) 
     parts = [f"{len(todo)} still to run"]
     if estimated:
         parts.append(
-            f"about {sum(estimated) / 3600:.0f} h of single-job wall time for the {len(estimated)} of them "
-            "that can be estimated from the runs made so far"
+            f"about {sum(estimated) / 3600:.0f} h of single-job wall time on a CPU for the {len(estimated)} of them "
+            "that can be estimated from the CPU runs made so far"
         )
         largest = sorted(per_pair.items(), key=lambda item: (-item[1], item[0]))[:LARGEST_SHOWN]
         fitted = model.fitted
@@ -168,7 +184,9 @@ def experiment_timing(
     still to run."""
     planned = layout.experiment_runs(config, name)
     wanted = set(planned)
-    walls = [t["wall_seconds"] for key, t in timings if key in wanted]
+    ran = [t for key, t in timings if key in wanted]
+    walls = [t["wall_seconds"] for t in ran]
+    gpu = _gpu_part(ran)
     n_diverged = len(wanted & diverged)  # divergence records: run, with no result or timing file
     left = still_to_run(planned, present, model)
     if not walls and not n_diverged:
@@ -176,7 +194,8 @@ def experiment_timing(
     records = f", {n_diverged} of them diverged (no result file)" if n_diverged else ""
     return (
         f"{len(walls) + n_diverged} of its {len(planned)} planned runs have run (current or not; see "
-        f"provenance.md){records}, {sum(walls) / 3600:.1f} h of single-job wall time; {left}"
+        f"provenance.md){records}, {sum(walls) / 3600:.1f} h of single-job wall time{' (' + gpu + ')' if gpu else ''}; "
+        f"{left}"
     )
 
 
