@@ -18,6 +18,7 @@ from fedem.config import grid_seeds, planned_methods
 from fedem.data.dataset import atomic_write_bytes
 from fedem.report import layout
 from fedem.report.collect import OUTSIDE, Collection
+from fedem.report.environments import environments_md
 from fedem.report.summary import (
     Cell,
     compare_to_best_baseline,
@@ -454,6 +455,7 @@ def provenance_md(coll: Collection) -> str:
             for k, r in sorted(coll.diverged.items())
         ]
         out.append("")
+    out += environments_md(coll.runs)
     left = coll.left_out()
     if left:
         out += ["## Datasets left out", ""]
