@@ -36,7 +36,7 @@ def _peak_rss_mib(results: Path, key: layout.RunKey) -> float | None:
 def _machine(timing: dict) -> str:
     """What a run's times were measured on: its GPU (with the host CPU) when it trained on one, else its CPU."""
     cpu = timing.get("cpu") or NO_CPU
-    return f"GPU {timing['gpu']} (host CPU {cpu})" if timing.get("gpu") else cpu
+    return f"GPU {timing['gpu']} (host CPU {cpu})" if layout.trained_on_gpu(timing) else cpu
 
 
 def _fmt(x: float | None, digits: int = 1) -> str:

@@ -50,6 +50,11 @@ def timing_path(result: Path) -> Path:
     return Path(result).with_suffix(".timing.json")
 
 
+def trained_on_gpu(timing: dict) -> bool:
+    """Whether a timing sidecar's run trained on a GPU (it names one; older sidecars, all CPU runs, have no field)."""
+    return bool(timing.get("gpu"))
+
+
 def benchmark_path(results: str | Path, key: RunKey) -> Path:
     """The Snakemake benchmark file of a grid run's job (workflow/rules/train.smk's `benchmark:`)."""
     return Path(results) / BENCHMARKS / "train" / key.protocol / key.dataset / key.method / f"seed{key.seed}.tsv"

@@ -33,15 +33,9 @@ def run_timings(results: Path) -> list[tuple[RunKey, dict]]:
     return found
 
 
-def on_gpu(timing: dict) -> bool:
-    """Whether the run trained on a GPU (its sidecar names one; older sidecars, all CPU runs, have no field)."""
-    return bool(timing.get("gpu"))
-
-
 def _gpu_part(timings: list[dict]) -> str:
-    gpus = sorted({t["gpu"] for t in timings if on_gpu(t)})
-    n = sum(on_gpu(t) for t in timings)
-    return f"{n} of them trained on a GPU ({', '.join(gpus)})" if n else ""
+    gpus = [t["gpu"] for t in timings if layout.trained_on_gpu(t)]
+    return f"{len(gpus)} of them trained on a GPU ({', '.join(sorted(set(gpus)))})" if gpus else ""
 
 
 def grid_timing(timings: list[tuple[RunKey, dict]]) -> str:
@@ -90,7 +84,7 @@ def wall_model(timings: list[tuple[RunKey, dict]], reference: dict[str, str] | N
     reference = reference or {}
     walls = defaultdict(list)
     for key, timing in timings:
-        if not on_gpu(timing):
+        if not layout.trained_on_gpu(timing):
             walls[(key.dataset, key.method)].append(timing["wall_seconds"])
     logs = {pair: math.log(max(statistics.fmean(w), 1e-3)) for pair, w in walls.items()}
     datasets, methods = sorted({d for d, _ in logs}), sorted({m for _, m in logs})
