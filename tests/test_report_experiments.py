@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -160,3 +162,32 @@ def test_ldp_note_ranks_the_table_1_methods_that_upload(coll):
     caption = ldp_table(coll, "authors").caption
     assert "fedmf 1.0, fedncf 2.0, pfedrec 2.0" in caption
     assert "the series above (pfedrec, gpfedrec) are not those yet" in caption
+
+
+def test_a_host_that_diverged_says_so_in_the_plugin_table_as_in_table_1(tmp_path, config):
+    from fedem.engine.results import canonical_json, sealed
+    from fedem.report.provenance import IDENTITY_KEYS
+
+    results = tmp_path / "results"
+    write_grid_results(results, config)
+    write_experiments(results, config)
+    seeds = config["experiments"]["plugin"]["seeds"]
+    for seed in seeds:  # every seed of pfedrec on filmtrust diverged in round 9: records, no results
+        run = layout.run_path(results, RunKey("authors", "filmtrust", "pfedrec", seed))
+        result = json.loads(run.read_text())
+        run.unlink()
+        layout.timing_path(run).unlink(missing_ok=True)
+        record = {k: result[k] for k in IDENTITY_KEYS} | {"diverged": {"round": 9, "error": "non-finite loss"}}
+        layout.divergence_path(run).write_text(canonical_json(sealed(record)))
+    coll = collect(results, config)
+    assert not coll.problems and len(coll.diverged) == len(seeds)
+
+    authors = plugin_table(coll, "authors")
+    host = next(row for row in authors.rows if row[0].text == "pfedrec")
+    assert host[1].text == f"diverged in round 9 ({len(seeds)} seeds)"
+    assert any(note.startswith("'diverged in round t'") for note in authors.notes)
+    clean = plugin_table(coll, "clean")  # nothing diverged under this protocol: numbers and no note
+    assert "±" in next(row for row in clean.rows if row[0].text == "pfedrec")[1].text
+    assert not any("diverged" in note for note in clean.notes)
+    # a table that shows none of the diverged runs carries no note
+    assert not any("diverged" in note for note in ablation_table(coll, "authors").notes)

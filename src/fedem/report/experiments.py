@@ -15,7 +15,14 @@ from fedem.config import NOISE_KEY, SWEPT, base_of, experiment_datasets, experim
 from fedem.report.collect import Collection
 from fedem.report.summary import Cell, fmt_mean_std, fmt_p, fmt_pct, paired_p, ranks
 from fedem.report.tablefmt import Table, Text
-from fedem.report.tables import METRIC_LABEL, common_warnings, method_label, ordered_methods
+from fedem.report.tables import (
+    METRIC_LABEL,
+    common_warnings,
+    divergence_note,
+    divergence_text,
+    method_label,
+    ordered_methods,
+)
 
 METRICS = ("hr@10", "ndcg@10")
 SWEEP_LABEL = {"adapter_depth": "adapter depth L", "alpha": "alpha"}
@@ -27,11 +34,24 @@ def test_cell(coll: Collection, protocol: str, dataset: str, method: str, metric
     return Cell({s: v for s, v in values.items() if seeds is None or s in seeds})
 
 
-def _text(cell: Cell, n_planned: int) -> str:
+def diverged_seeds(coll: Collection, protocol: str, dataset: str, method: str, seeds=None) -> dict[int, int]:
+    """seed -> round of the method's runs here that diverged (only `seeds`, when given)."""
+    rounds = coll.diverged_rounds(protocol, dataset, method)
+    return {s: r for s, r in rounds.items() if seeds is None or s in seeds}
+
+
+def _text(cell: Cell, n_planned: int, diverged: dict[int, int] | None = None) -> str:
     text = fmt_mean_std(cell)
     if cell.mean is not None and cell.n < n_planned:
         text += f" (n={cell.n})"
-    return text
+    return divergence_text(text, cell, diverged)
+
+
+def _divergence_note(coll: Collection, protocol: str, datasets: list[str], methods: list[str], seeds) -> list[str]:
+    """The note on 'diverged in round t', when a run the table shows diverged."""
+    return divergence_note(
+        coll, protocol, lambda k: k.dataset in datasets and k.method in methods and (seeds is None or k.seed in seeds)
+    )
 
 
 def _relative(cell: Cell, ref: Cell) -> float | None:
@@ -55,7 +75,11 @@ def _change(cell: Cell, ref: Cell) -> tuple[float | None, float | None]:
 def _cells(coll: Collection, protocol: str, datasets: list[str], method: str, seeds=None) -> list[str]:
     """A method's cells, dataset by dataset and metric by metric (all its seeds when `seeds` is None)."""
     n = len(coll.grid["seeds"] if seeds is None else seeds)
-    return [_text(test_cell(coll, protocol, d, method, m, seeds), n) for d in datasets for m in METRICS]
+    return [
+        _text(test_cell(coll, protocol, d, method, m, seeds), n, diverged_seeds(coll, protocol, d, method, seeds))
+        for d in datasets
+        for m in METRICS
+    ]
 
 
 def _experiment_table(coll: Collection, name: str, title: str, caption: str, labels: list[str], datasets) -> Table:
@@ -108,7 +132,7 @@ def ablation_table(coll: Collection, protocol: str) -> Table:
         for d in datasets:
             for m in METRICS:
                 cell = test_cell(coll, protocol, d, method, m, seeds)
-                text = _text(cell, len(seeds))
+                text = _text(cell, len(seeds), diverged_seeds(coll, protocol, d, method, seeds))
                 if i > 0 and cell.mean is not None:
                     rel, p = _change(cell, test_cell(coll, protocol, d, ladder[i - 1], m, seeds))
                     if rel is not None:
@@ -120,6 +144,7 @@ def ablation_table(coll: Collection, protocol: str) -> Table:
             [method_label(coll, method)] + _cells(coll, protocol, datasets, method, seeds), rule_before=j == 0
         )
     _floor_rows(coll, table, protocol, datasets)
+    table.notes += _divergence_note(coll, protocol, datasets, ladder + extra, seeds)
     return table
 
 
@@ -153,6 +178,8 @@ def plugin_table(coll: Collection, protocol: str) -> Table:
         table.add_row([method_label(coll, plugged)] + _cells(coll, protocol, datasets, plugged, seeds))
         table.add_row(change)
     _floor_rows(coll, table, protocol, datasets)
+    shown = [m for p in plugged_methods for m in (host_of(coll.config, p), p)]
+    table.notes += _divergence_note(coll, protocol, datasets, shown, seeds)
     return table
 
 
@@ -230,13 +257,14 @@ def ldp_table(coll: Collection, protocol: str) -> Table:
             for d in datasets:
                 for m in METRICS:
                     cell = test_cell(coll, protocol, d, method, m, seeds)
-                    text = _text(cell, len(seeds))
+                    text = _text(cell, len(seeds), diverged_seeds(coll, protocol, d, method, seeds))
                     rel = _relative(cell, test_cell(coll, protocol, d, clean, m, seeds))
                     if j > 0 and rel is not None:
                         text += f" ({fmt_pct(rel, signed=True)})"
                     row.append(text)
             table.add_row(row, rule_before=j == 0)
     _floor_rows(coll, table, protocol, datasets, lead=2)
+    table.notes += _divergence_note(coll, protocol, datasets, [m for v in series for m in v], seeds)
     return table
 
 
@@ -270,6 +298,7 @@ def sensitivity_table(coll: Collection, protocol: str) -> Table:
                 f"{value:g}" + (" (default)" if value == defaults[sweep] else ""),
             ]
             table.add_row(label + _cells(coll, protocol, datasets, method, seeds), rule_before=j == 0)
+    table.notes += _divergence_note(coll, protocol, datasets, [m for v in sweeps.values() for m in v], seeds)
     return table
 
 

@@ -119,16 +119,22 @@ def _cell_text(
         text += f" (n={cell.n})"
     if floor is not None and cell.mean is not None and not sanity and cell.mean <= floor:
         text += " †"
-    if diverged:
-        rounds = sorted(set(diverged.values()))
-        where = f"round {rounds[0]}" if len(rounds) == 1 else f"rounds {rounds[0]}–{rounds[-1]}"
-        seeds = f"{len(diverged)} seed{'s' if len(diverged) > 1 else ''}"
-        text = f"diverged in {where} ({seeds})" if cell.mean is None else f"{text}; {seeds} diverged"
-    return text
+    return divergence_text(text, cell, diverged)
 
 
-def _divergence_note(coll: Collection, protocol: str) -> list[str]:
-    if not any(k.protocol == protocol for k in coll.diverged):
+def divergence_text(text: str, cell: Cell, diverged: dict[int, int] | None) -> str:
+    """A cell's text with its diverged seeds (seed -> round) said: in place of the numbers when no seed ran."""
+    if not diverged:
+        return text
+    rounds = sorted(set(diverged.values()))
+    where = f"round {rounds[0]}" if len(rounds) == 1 else f"rounds {rounds[0]}–{rounds[-1]}"
+    seeds = f"{len(diverged)} seed{'s' if len(diverged) > 1 else ''}"
+    return f"diverged in {where} ({seeds})" if cell.mean is None else f"{text}; {seeds} diverged"
+
+
+def divergence_note(coll: Collection, protocol: str, keep=lambda key: True) -> list[str]:
+    """The note explaining 'diverged in round t', when this protocol has a divergence record that `keep` admits."""
+    if not any(k.protocol == protocol and keep(k) for k in coll.diverged):
         return []
     return [
         "'diverged in round t': the run stopped in round t at a non-finite training loss or score and wrote "
@@ -161,7 +167,7 @@ def main_table(coll: Collection, protocol: str, split: str) -> Table:
         table.notes.append("training.full_ranking is off in the config: no full-ranking metrics were computed.")
     if not datasets:
         table.notes.append("No current result file for this protocol: nothing to show.")
-    table.notes += _divergence_note(coll, protocol)
+    table.notes += divergence_note(coll, protocol)
     n_grid = len(coll.grid["seeds"])
     cells = {
         (d, m, meth): Cell(coll.values(protocol, d, meth, ("selected", split, m)))
