@@ -135,6 +135,11 @@ def test_an_experiment_narrowed_to_some_datasets_plans_its_variants_there_only(c
             r"experiments\.ldp\.datasets': ml-10m not in grid\.datasets",
         ),
         (lambda c: c["experiments"]["plugin"].update(datasets=[]), r"experiments\.plugin\.datasets"),
+        (
+            lambda c: c["experiments"]["ldp"].update(chosen_by="leaky"),
+            r"experiments\.ldp\.chosen_by': 'leaky' is not a grid protocol; valid: authors, clean",
+        ),
+        (lambda c: c["experiments"]["ldp"].pop("chosen_by"), r"experiments\.ldp.*chosen_by"),
     ],
 )
 def test_bad_experiment_config_is_rejected_naming_the_key(config, edit, message):

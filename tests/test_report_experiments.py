@@ -191,3 +191,26 @@ def test_a_host_that_diverged_says_so_in_the_plugin_table_as_in_table_1(tmp_path
     assert not any("diverged" in note for note in clean.notes)
     # a table that shows none of the diverged runs carries no note
     assert not any("diverged" in note for note in ablation_table(coll, "authors").notes)
+
+
+def test_the_ldp_series_are_judged_by_the_protocol_that_picks_them(coll, monkeypatch):
+    import fedem.report.experiments as experiments
+
+    series = [m for m, *_ in coll.config["experiments"]["ldp"]["series"][1:]]  # pfedrec, gpfedrec
+    ranking = {  # authors: the series lead; clean: colr second
+        "authors": [("pfedrec", 1.0, 1), ("gpfedrec", 2.0, 1), ("colr", 3.0, 1)],
+        "clean": [("pfedrec", 1.0, 1), ("colr", 2.0, 1), ("gpfedrec", 3.0, 1)],
+    }
+    monkeypatch.setattr(experiments, "table1_leaders", lambda coll, protocol: ranking[protocol])
+    assert [experiments.base_of(coll.config, m) for m in series] == ["pfedrec", "gpfedrec"]
+    assert "The issue asks for the best two: the series above are those." in ldp_table(coll, "authors").caption
+    clean = ldp_table(coll, "clean").caption
+    assert "here they would be pfedrec, colr; the series above (pfedrec, gpfedrec) are the best under the authors" in (
+        clean
+    )
+    # picked under the clean protocol instead: the authors table says they are not the best there
+    monkeypatch.setitem(coll.config["experiments"]["ldp"], "chosen_by", "clean")
+    authors = ldp_table(coll, "authors").caption
+    assert "are not those yet" in authors and "under the clean protocol, whose ranking picks them, the best are" in (
+        authors
+    )

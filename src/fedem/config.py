@@ -239,6 +239,11 @@ def _check_experiments(config: dict, source: str) -> None:
                 f"invalid config in {source} at 'experiments.plugin.methods': '{plugged}' is not a plug-in variant "
                 f"(a block with base: {PLUGIN_BASE} and its host)"
             )
+    if exp["ldp"]["chosen_by"] not in config["grid"]["protocols"]:
+        raise ConfigError(
+            f"invalid config in {source} at 'experiments.ldp.chosen_by': '{exp['ldp']['chosen_by']}' is not a grid "
+            f"protocol; valid: {', '.join(config['grid']['protocols'])}"
+        )
     for series, methods in enumerate(exp["ldp"]["series"]):
         bases = {base_of(config, m) for m in methods}
         if len(bases) != 1 or not bases <= set(NOISE_KEY):

@@ -209,6 +209,9 @@ def table1_leaders(coll: Collection, protocol: str) -> list[tuple[str, float, in
     return sorted(scored, key=lambda t: (t[1], -t[2]))  # stable: grid order on full ties
 
 
+_COUNT_WORD = {1: "one", 2: "two", 3: "three", 4: "four"}
+
+
 def _leaders_note(coll: Collection, protocol: str, series: list[list[str]]) -> str:
     leaders = table1_leaders(coll, protocol)
     if not leaders:
@@ -218,16 +221,28 @@ def _leaders_note(coll: Collection, protocol: str, series: list[list[str]]) -> s
         f"{m} {r:.1f}" + (f" ({n} of {n_datasets} datasets)" if n < n_datasets else "") for m, r, n in leaders
     )
     chosen = [m for m in (base_of(coll.config, s[0]) for s in series) if m != coll.proposed]
-    best = [m for m, _, _ in leaders[: len(chosen)]]
-    verdict = (
-        "the series above are those"
-        if set(best) == set(chosen)
-        else f"the series above ({', '.join(chosen)}) are not those yet (experiments.ldp.series; docs/experiments.md)"
-    )
+    best_here = [m for m, _, _ in leaders[: len(chosen)]]
+    # one protocol's ranking picks the series for both tables, so that the two protocols compare the same methods
+    chosen_by = coll.config["experiments"]["ldp"]["chosen_by"]
+    deciding = best_here if protocol == chosen_by else [m for m, _, _ in table1_leaders(coll, chosen_by)[: len(chosen)]]
+    if set(deciding) != set(chosen):
+        verdict = (
+            f"the series above ({', '.join(chosen)}) are not those yet (experiments.ldp.series; docs/experiments.md)"
+        )
+        if protocol != chosen_by:
+            verdict += f"; under the {chosen_by} protocol, whose ranking picks them, the best are {', '.join(deciding)}"
+    elif set(best_here) == set(chosen):
+        verdict = "the series above are those"
+    else:
+        verdict = (
+            f"here they would be {', '.join(best_here)}; the series above ({', '.join(chosen)}) are the best under the "
+            f"{chosen_by} protocol, whose ranking picks them for both protocols' tables (experiments.ldp.chosen_by), "
+            "so that the two tables compare the same methods"
+        )
     return (
         f"Table 1's other methods that upload something, by mean rank of test HR@10 under this protocol over the "
         f"datasets with results (all but {', '.join(NO_UPLOADS)}, the centralised references and the floor): "
-        f"{ranked}. The issue asks for the best two: {verdict}."
+        f"{ranked}. The issue asks for the best {_COUNT_WORD.get(len(chosen), len(chosen))}: {verdict}."
     )
 
 
