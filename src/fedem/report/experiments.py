@@ -47,11 +47,10 @@ def _text(cell: Cell, n_planned: int, diverged: dict[int, int] | None = None) ->
     return divergence_text(text, cell, diverged)
 
 
-def _divergence_note(coll: Collection, protocol: str, datasets: list[str], methods: list[str], seeds) -> list[str]:
-    """The note on 'diverged in round t', when a run the table shows diverged."""
-    return divergence_note(
-        coll, protocol, lambda k: k.dataset in datasets and k.method in methods and (seeds is None or k.seed in seeds)
-    )
+def _divergence_note(coll: Collection, protocol: str, name: str, datasets: list[str], seeds: list[int]) -> list[str]:
+    """The note on 'diverged in round t', when a run that experiment `name`'s table shows diverged."""
+    methods = experiment_methods(coll.config)[name]
+    return divergence_note(coll, protocol, lambda k: k.dataset in datasets and k.method in methods and k.seed in seeds)
 
 
 def _relative(cell: Cell, ref: Cell) -> float | None:
@@ -144,7 +143,7 @@ def ablation_table(coll: Collection, protocol: str) -> Table:
             [method_label(coll, method)] + _cells(coll, protocol, datasets, method, seeds), rule_before=j == 0
         )
     _floor_rows(coll, table, protocol, datasets)
-    table.notes += _divergence_note(coll, protocol, datasets, ladder + extra, seeds)
+    table.notes += _divergence_note(coll, protocol, "ablation", datasets, seeds)
     return table
 
 
@@ -178,8 +177,7 @@ def plugin_table(coll: Collection, protocol: str) -> Table:
         table.add_row([method_label(coll, plugged)] + _cells(coll, protocol, datasets, plugged, seeds))
         table.add_row(change)
     _floor_rows(coll, table, protocol, datasets)
-    shown = [m for p in plugged_methods for m in (host_of(coll.config, p), p)]
-    table.notes += _divergence_note(coll, protocol, datasets, shown, seeds)
+    table.notes += _divergence_note(coll, protocol, "plugin", datasets, seeds)
     return table
 
 
@@ -279,7 +277,7 @@ def ldp_table(coll: Collection, protocol: str) -> Table:
                     row.append(text)
             table.add_row(row, rule_before=j == 0)
     _floor_rows(coll, table, protocol, datasets, lead=2)
-    table.notes += _divergence_note(coll, protocol, datasets, [m for v in series for m in v], seeds)
+    table.notes += _divergence_note(coll, protocol, "ldp", datasets, seeds)
     return table
 
 
@@ -313,7 +311,7 @@ def sensitivity_table(coll: Collection, protocol: str) -> Table:
                 f"{value:g}" + (" (default)" if value == defaults[sweep] else ""),
             ]
             table.add_row(label + _cells(coll, protocol, datasets, method, seeds), rule_before=j == 0)
-    table.notes += _divergence_note(coll, protocol, datasets, [m for v in sweeps.values() for m in v], seeds)
+    table.notes += _divergence_note(coll, protocol, "sensitivity", datasets, seeds)
     return table
 
 
