@@ -10,6 +10,7 @@ import re
 import statistics
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import fedem
@@ -20,6 +21,26 @@ log = logging.getLogger("fedem")
 
 # fedem.engine.federation's message for a run stopped by a non-finite loss or score
 _DIVERGED_IN_ROUND = re.compile(r"diverged in round (\d+)")
+# torch's binary_cross_entropy refuses a NaN probability with this RuntimeError, inside the step and
+# so before the local loop's finite-loss check can see the loss: the same divergence, reached earlier
+# (FedRAP + EM on amazon-video, authors protocol). A sigmoid's output is never outside [0, 1] otherwise.
+_NAN_PROBABILITY = "all elements of input should be between 0 and 1"
+
+
+def _divergence(exc: Exception, method: str, run_federation) -> TrainingError | None:
+    """`exc` as the engine's divergence error, or None when it is not one. A NaN probability is
+    recognised here rather than in the training code so that the numbers' code hash, and with it every
+    committed result, stays as it is; its round is the engine's round loop's `t` when it was raised."""
+    if isinstance(exc, TrainingError):
+        return exc if _DIVERGED_IN_ROUND.search(str(exc)) else None
+    if not (isinstance(exc, RuntimeError) and _NAN_PROBABILITY in str(exc)):
+        return None
+    rounds = [
+        f.f_locals.get("t") for f, _ in traceback.walk_tb(exc.__traceback__) if f.f_code is run_federation.__code__
+    ]
+    if not rounds or not isinstance(rounds[0], int):
+        return None
+    return TrainingError(f"method '{method}' diverged in round {rounds[0]}: NaN probability in the loss ({exc})")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -180,13 +201,20 @@ def cmd_train(args) -> int:
     ds, stats = prepare(config, args.dataset, rc["protocol"]["dedupe"])
     try:
         body = run_federation(ds, args.method, rc, args.seed, progress=not args.quiet)
-    except TrainingError as exc:
-        diverged = _DIVERGED_IN_ROUND.search(str(exc))
-        if diverged:  # an outcome of this code and config, recorded so that the workflow does not retry it
-            record = provenance(args.protocol, args.dataset, args.method, args.seed, rc, ds.content_hash, code_hash)
-            record["diverged"] = {"round": int(diverged.group(1)), "error": str(exc)}
-            write_divergence(args.out, record)
-        raise
+    except (TrainingError, RuntimeError) as exc:
+        divergence = _divergence(exc, args.method, run_federation)
+        if divergence is None:
+            raise
+        # an outcome of this code and config, recorded so that the workflow does not retry it
+        record = provenance(args.protocol, args.dataset, args.method, args.seed, rc, ds.content_hash, code_hash)
+        record["diverged"] = {
+            "round": int(_DIVERGED_IN_ROUND.search(str(divergence)).group(1)),
+            "error": str(divergence),
+        }
+        write_divergence(args.out, record)
+        if divergence is exc:
+            raise
+        raise divergence from exc
     divergence_path(args.out).unlink(missing_ok=True)  # a finished run supersedes an earlier divergence
     probe_records = body.pop("probe_records")
     result = provenance(args.protocol, args.dataset, args.method, args.seed, rc, ds.content_hash, code_hash)
