@@ -214,3 +214,33 @@ def test_the_ldp_series_are_judged_by_the_protocol_that_picks_them(coll, monkeyp
     assert "are not those yet" in authors and "under the clean protocol, whose ranking picks them, the best are" in (
         authors
     )
+
+
+def test_a_change_compares_only_the_seeds_both_rows_have(tmp_path, config):
+    # one plugged seed diverged: comparing the four survivors with all five host seeds would credit the
+    # plug-in with the survivors' luck (here: the fixtures' highest seed is the one lost)
+    from fedem.engine.results import canonical_json, sealed
+    from fedem.report.provenance import IDENTITY_KEYS
+
+    results = tmp_path / "results"
+    write_grid_results(results, config)
+    write_experiments(results, config)
+    seeds = config["experiments"]["plugin"]["seeds"]
+    lost = max(seeds)
+    run = layout.run_path(results, RunKey("authors", "filmtrust", "fedmf-em", lost))
+    result = json.loads(run.read_text())
+    run.unlink()
+    layout.timing_path(run).unlink(missing_ok=True)
+    record = {k: result[k] for k in IDENTITY_KEYS} | {"diverged": {"round": 63, "error": "NaN probability"}}
+    layout.divergence_path(run).write_text(canonical_json(sealed(record)))
+    coll = collect(results, config)
+
+    table = plugin_table(coll, "authors")
+    plugged = next(row for row in table.rows if row[0].text == "fedmf + EM")
+    assert plugged[1].text.endswith("; 1 seed diverged")
+    kept = [s for s in seeds if s != lost]
+    host_mean = sum(0.50 + 0.01 * s for s in kept) / len(kept)
+    plugged_mean = sum(0.55 + 0.01 * s for s in kept) / len(kept)
+    change = table.rows[table.rows.index(plugged) + 1][1].text
+    assert change.startswith(f"{(plugged_mean / host_mean - 1) * 100:+.1f}% ("), change
+    assert "over the seeds the two rows share" in table.caption

@@ -11,6 +11,8 @@ All under each protocol, test metrics at the best-validation round; the tables c
 
 from __future__ import annotations
 
+import statistics
+
 from fedem.config import NOISE_KEY, SWEPT, base_of, experiment_datasets, experiment_methods, host_of, method_block
 from fedem.report.collect import Collection
 from fedem.report.summary import Cell, fmt_mean_std, fmt_p, fmt_pct, paired_p, ranks
@@ -54,9 +56,15 @@ def _divergence_note(coll: Collection, protocol: str, name: str, datasets: list[
 
 
 def _relative(cell: Cell, ref: Cell) -> float | None:
-    if cell.mean is None or ref.mean is None or ref.mean == 0:
+    """Relative change of `cell`'s mean over `ref`'s, both taken over the seeds the two share: a seed that
+    diverged, or has not run yet, in either leaves the comparison, so survivors are never set against all seeds."""
+    common = sorted(cell.values.keys() & ref.values.keys())
+    if not common:
         return None
-    return cell.mean / ref.mean - 1
+    ref_mean = statistics.fmean(ref.values[s] for s in common)
+    if ref_mean == 0:
+        return None
+    return statistics.fmean(cell.values[s] for s in common) / ref_mean - 1
 
 
 def _seeds_note(seeds: list[int]) -> str:
@@ -67,7 +75,7 @@ def _seeds_note(seeds: list[int]) -> str:
 
 
 def _change(cell: Cell, ref: Cell) -> tuple[float | None, float | None]:
-    """(relative change of the mean over `ref`, two-sided paired t-test p-value over their common seeds)."""
+    """(relative change of the mean over `ref`, two-sided paired t-test p-value), both over their common seeds."""
     return _relative(cell, ref), paired_p(cell.values, ref.values)[0]
 
 
@@ -118,7 +126,7 @@ def ablation_table(coll: Collection, protocol: str) -> Table:
             "Each rung is fedem's code with one switch (config/config.yaml; docs/experiments.md): "
             + "; ".join(f"{i + 1}. {method_label(coll, m)}" for i, m in enumerate(ladder))
             + ". In brackets: the relative change of the rung's mean over the rung below it, and the two-sided "
-            "paired t-test p-value over seeds. Below the ladder: the released code's own switches (one each from "
+            "paired t-test p-value, both over the seeds the two rungs share. Below the ladder: the released code's own switches (one each from "
             f"fedem's defaults). {_seeds_note(seeds)}"
         ),
         ["Variant"],
@@ -159,7 +167,7 @@ def plugin_table(coll: Collection, protocol: str) -> Table:
             "Each host as Table 1 runs it, then with FedEM's merge in place of taking the server's table: the client "
             "keeps its own table and merges it with what the server returns (an adapter per client, trained as FedEM "
             "trains it; docs/experiments.md). change: relative change of the mean, and the two-sided paired t-test "
-            f"p-value over seeds. {_seeds_note(seeds)}"
+            f"p-value, both over the seeds the two rows share. {_seeds_note(seeds)}"
         ),
         ["Method"],
         datasets,
@@ -256,7 +264,7 @@ def ldp_table(coll: Collection, protocol: str) -> Table:
             "Laplace noise of scale delta on every entry of every uploaded item table, drawn fresh each round; "
             "the client keeps its clean table, the server sees only the noisy uploads. delta is a noise scale, "
             "NOT a formal epsilon: nothing is clipped and the embeddings are unbounded, so no privacy guarantee "
-            "follows from it. In brackets: the relative change from the method's delta = 0 run. "
+            "follows from it. In brackets: the relative change from the method's delta = 0 runs, over the seeds both have. "
             f"{_seeds_note(seeds)} {_leaders_note(coll, protocol, series)}"
         ).rstrip(),
         ["Method", "delta"],
