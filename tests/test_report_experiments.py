@@ -244,3 +244,8 @@ def test_a_change_compares_only_the_seeds_both_rows_have(tmp_path, config):
     change = table.rows[table.rows.index(plugged) + 1][1].text
     assert change.startswith(f"{(plugged_mean / host_mean - 1) * 100:+.1f}% ("), change
     assert "over the seeds the two rows share" in table.caption
+    # Table 1 does not show fedmf + EM, so its divergence is the plug-in table's note, not Table 1's
+    from fedem.report.tables import main_table
+
+    assert any(note.startswith("'diverged in round t'") for note in table.notes)
+    assert not any("diverged" in note for note in main_table(coll, "authors", "test").notes)

@@ -167,7 +167,11 @@ def main_table(coll: Collection, protocol: str, split: str) -> Table:
         table.notes.append("training.full_ranking is off in the config: no full-ranking metrics were computed.")
     if not datasets:
         table.notes.append("No current result file for this protocol: nothing to show.")
-    table.notes += divergence_note(coll, protocol)
+    # only the runs this table shows: an experiment's variant that diverged is that table's note
+    shown = set(methods), set(datasets), set(coll.grid["seeds"])
+    table.notes += divergence_note(
+        coll, protocol, lambda k: k.method in shown[0] and k.dataset in shown[1] and k.seed in shown[2]
+    )
     n_grid = len(coll.grid["seeds"])
     cells = {
         (d, m, meth): Cell(coll.values(protocol, d, meth, ("selected", split, m)))
