@@ -137,9 +137,9 @@ def divergence_note(coll: Collection, protocol: str, keep=lambda key: True) -> l
     if not any(k.protocol == protocol and keep(k) for k in coll.diverged):
         return []
     return [
-        "'diverged in round t': the run stopped in round t at a non-finite training loss or score and wrote "
-        "no result (the method's released defaults, run as specified; see provenance.md). It is not retried "
-        "while its training code and config are unchanged."
+        "'diverged in round t': the run stopped in round t at a non-finite training loss, probability or score "
+        "and wrote no result (the method's released defaults, run as specified; see provenance.md). It is not "
+        "retried while its training code and config are unchanged."
     ]
 
 
@@ -453,8 +453,8 @@ def provenance_md(coll: Collection) -> str:
         out += [
             "## Runs that diverged (no result file)",
             "",
-            "`fedem train` stopped these runs at a non-finite training loss or score and left a divergence "
-            "record (`seedN.diverged.json`) instead of a result. The workflow does not retry a run whose record "
+            "`fedem train` stopped these runs at a non-finite training loss, probability or score and left a "
+            "divergence record (`seedN.diverged.json`) instead of a result. The workflow does not retry a run whose record "
             "matches the current training code and config; a stale record (listed above) is retried.",
             "",
             "| Run | Round | Error |",
