@@ -45,6 +45,19 @@ def write_experiments(results, config, levels=LEVEL):
                         write_json(path, make_result(config, key, levels.get(m, 0.45) + 0.01 * s))
 
 
+def make_diverged(results, key: RunKey, round_index: int, error: str) -> None:
+    """Turns the run's result file into the divergence record `fedem train` would have left instead."""
+    from fedem.engine.results import canonical_json, sealed
+    from fedem.report.provenance import IDENTITY_KEYS
+
+    run = layout.run_path(results, key)
+    result = json.loads(run.read_text())
+    run.unlink()
+    layout.timing_path(run).unlink(missing_ok=True)
+    record = {k: result[k] for k in IDENTITY_KEYS} | {"diverged": {"round": round_index, "error": error}}
+    layout.divergence_path(run).write_text(canonical_json(sealed(record)))
+
+
 @pytest.fixture(scope="module")
 def coll(tmp_path_factory, config):
     results = tmp_path_factory.mktemp("experiments") / "results"
@@ -165,20 +178,12 @@ def test_ldp_note_ranks_the_table_1_methods_that_upload(coll):
 
 
 def test_a_host_that_diverged_says_so_in_the_plugin_table_as_in_table_1(tmp_path, config):
-    from fedem.engine.results import canonical_json, sealed
-    from fedem.report.provenance import IDENTITY_KEYS
-
     results = tmp_path / "results"
     write_grid_results(results, config)
     write_experiments(results, config)
     seeds = config["experiments"]["plugin"]["seeds"]
     for seed in seeds:  # every seed of pfedrec on filmtrust diverged in round 9: records, no results
-        run = layout.run_path(results, RunKey("authors", "filmtrust", "pfedrec", seed))
-        result = json.loads(run.read_text())
-        run.unlink()
-        layout.timing_path(run).unlink(missing_ok=True)
-        record = {k: result[k] for k in IDENTITY_KEYS} | {"diverged": {"round": 9, "error": "non-finite loss"}}
-        layout.divergence_path(run).write_text(canonical_json(sealed(record)))
+        make_diverged(results, RunKey("authors", "filmtrust", "pfedrec", seed), 9, "non-finite loss")
     coll = collect(results, config)
     assert not coll.problems and len(coll.diverged) == len(seeds)
 
@@ -219,20 +224,12 @@ def test_the_ldp_series_are_judged_by_the_protocol_that_picks_them(coll, monkeyp
 def test_a_change_compares_only_the_seeds_both_rows_have(tmp_path, config):
     # one plugged seed diverged: comparing the four survivors with all five host seeds would credit the
     # plug-in with the survivors' luck (here: the fixtures' highest seed is the one lost)
-    from fedem.engine.results import canonical_json, sealed
-    from fedem.report.provenance import IDENTITY_KEYS
-
     results = tmp_path / "results"
     write_grid_results(results, config)
     write_experiments(results, config)
     seeds = config["experiments"]["plugin"]["seeds"]
     lost = max(seeds)
-    run = layout.run_path(results, RunKey("authors", "filmtrust", "fedmf-em", lost))
-    result = json.loads(run.read_text())
-    run.unlink()
-    layout.timing_path(run).unlink(missing_ok=True)
-    record = {k: result[k] for k in IDENTITY_KEYS} | {"diverged": {"round": 63, "error": "NaN probability"}}
-    layout.divergence_path(run).write_text(canonical_json(sealed(record)))
+    make_diverged(results, RunKey("authors", "filmtrust", "fedmf-em", lost), 63, "NaN probability")
     coll = collect(results, config)
 
     table = plugin_table(coll, "authors")
