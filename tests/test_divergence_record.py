@@ -113,29 +113,35 @@ def test_the_workflow_does_not_plan_a_run_its_current_record_covers(tmp_path):
     assert planned_jobs(snakemake(root, "-n", *SMOKE).stdout).get("train") == 1
 
 
-def test_a_nan_probability_is_recorded_as_the_divergence_of_its_round(tmp_path, tiny_dataset, monkeypatch):
-    # torch's binary_cross_entropy refuses a NaN probability with a RuntimeError inside the step, before
-    # the local loop's finite-loss check (FedRAP + EM on amazon-video): the same divergence, reached earlier
-    import torch
-
+def train_tiny_fedmf(tmp_path, tiny_dataset, monkeypatch, train_round, rounds: int):
+    """`fedem train` in-process: fedmf on the tiny dataset (in place of filmtrust's), its train_round
+    replaced by `train_round(original, self, t, samples, negatives)`; returns (exit code, result path)."""
     from fedem import cli
     from fedem.data import pipeline
     from fedem.methods import get_method
 
     fedmf = get_method("fedmf")
-    train_round = fedmf.train_round
-
-    def poisoned(self, t, samples, negatives):
-        if t == 1:
-            torch.nn.functional.binary_cross_entropy(torch.tensor([float("nan")]), torch.tensor([1.0]))
-        return train_round(self, t, samples, negatives)
-
-    monkeypatch.setattr(fedmf, "train_round", poisoned)
+    original = fedmf.train_round
+    monkeypatch.setattr(fedmf, "train_round", lambda self, *args: train_round(original, self, *args))
     monkeypatch.setattr(pipeline, "prepare", lambda config, dataset, dedupe: (tiny_dataset, {}))
     out = layout.run_path(tmp_path / "results", RunKey("authors", "filmtrust", "fedmf", 0))
     argv = ["train", "--dataset", "filmtrust", "--method", "fedmf", "--seed", "0", "--out", str(out), "--quiet"]
-    argv += ["--set", "training.rounds=3", "--set", "training.device=cpu"]
-    assert cli.main(argv) == 2  # the CLI's error exit, not a traceback
+    argv += ["--set", f"training.rounds={rounds}", "--set", "training.device=cpu"]
+    return cli.main(argv), out
+
+
+def test_a_nan_probability_is_recorded_as_the_divergence_of_its_round(tmp_path, tiny_dataset, monkeypatch):
+    # torch's binary_cross_entropy refuses a NaN probability with a RuntimeError inside the step, before
+    # the local loop's finite-loss check (FedRAP + EM on amazon-video): the same divergence, reached earlier
+    import torch
+
+    def poisoned(original, self, t, samples, negatives):
+        if t == 1:
+            torch.nn.functional.binary_cross_entropy(torch.tensor([float("nan")]), torch.tensor([1.0]))
+        return original(self, t, samples, negatives)
+
+    code, out = train_tiny_fedmf(tmp_path, tiny_dataset, monkeypatch, poisoned, rounds=3)
+    assert code == 2  # the CLI's error exit, not a traceback
     assert not out.exists()
     record = json.loads(layout.divergence_path(out).read_text())
     assert digest_problem(record) is None
@@ -144,17 +150,10 @@ def test_a_nan_probability_is_recorded_as_the_divergence_of_its_round(tmp_path, 
 
 
 def test_any_other_runtime_error_is_not_taken_for_a_divergence(tmp_path, tiny_dataset, monkeypatch):
-    from fedem import cli
-    from fedem.data import pipeline
-    from fedem.methods import get_method
-
-    def broken(self, t, samples, negatives):
+    def broken(original, self, t, samples, negatives):
         raise RuntimeError("shape mismatch")
 
-    monkeypatch.setattr(get_method("fedmf"), "train_round", broken)
-    monkeypatch.setattr(pipeline, "prepare", lambda config, dataset, dedupe: (tiny_dataset, {}))
-    out = layout.run_path(tmp_path / "results", RunKey("authors", "filmtrust", "fedmf", 0))
-    argv = ["train", "--dataset", "filmtrust", "--method", "fedmf", "--seed", "0", "--out", str(out), "--quiet"]
     with pytest.raises(RuntimeError, match="shape mismatch"):
-        cli.main(argv + ["--set", "training.rounds=2", "--set", "training.device=cpu"])
+        train_tiny_fedmf(tmp_path, tiny_dataset, monkeypatch, broken, rounds=2)
+    out = layout.run_path(tmp_path / "results", RunKey("authors", "filmtrust", "fedmf", 0))
     assert not out.exists() and not layout.divergence_path(out).exists()

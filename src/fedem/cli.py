@@ -27,12 +27,13 @@ _DIVERGED_IN_ROUND = re.compile(r"diverged in round (\d+)")
 _NAN_PROBABILITY = "all elements of input should be between 0 and 1"
 
 
-def _divergence(exc: Exception, method: str, run_federation) -> TrainingError | None:
-    """`exc` as the engine's divergence error, or None when it is not one. A NaN probability is
+def _divergence(exc: Exception, method: str, run_federation) -> tuple[int, TrainingError] | None:
+    """(round, the engine's divergence error) when `exc` is a divergence, else None. A NaN probability is
     recognised here rather than in the training code so that the numbers' code hash, and with it every
     committed result, stays as it is; its round is the engine's round loop's `t` when it was raised."""
     if isinstance(exc, TrainingError):
-        return exc if _DIVERGED_IN_ROUND.search(str(exc)) else None
+        diverged = _DIVERGED_IN_ROUND.search(str(exc))
+        return (int(diverged.group(1)), exc) if diverged else None
     if not (isinstance(exc, RuntimeError) and _NAN_PROBABILITY in str(exc)):
         return None
     rounds = [
@@ -40,7 +41,9 @@ def _divergence(exc: Exception, method: str, run_federation) -> TrainingError | 
     ]
     if not rounds or not isinstance(rounds[0], int):
         return None
-    return TrainingError(f"method '{method}' diverged in round {rounds[0]}: NaN probability in the loss ({exc})")
+    return rounds[0], TrainingError(
+        f"method '{method}' diverged in round {rounds[0]}: NaN probability in the loss ({exc})"
+    )
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -202,15 +205,13 @@ def cmd_train(args) -> int:
     try:
         body = run_federation(ds, args.method, rc, args.seed, progress=not args.quiet)
     except (TrainingError, RuntimeError) as exc:
-        divergence = _divergence(exc, args.method, run_federation)
-        if divergence is None:
+        found = _divergence(exc, args.method, run_federation)
+        if found is None:
             raise
+        round_index, divergence = found
         # an outcome of this code and config, recorded so that the workflow does not retry it
         record = provenance(args.protocol, args.dataset, args.method, args.seed, rc, ds.content_hash, code_hash)
-        record["diverged"] = {
-            "round": int(_DIVERGED_IN_ROUND.search(str(divergence)).group(1)),
-            "error": str(divergence),
-        }
+        record["diverged"] = {"round": round_index, "error": str(divergence)}
         write_divergence(args.out, record)
         if divergence is exc:
             raise

@@ -215,8 +215,8 @@ def collect(results_dir: str | Path, config: dict) -> Collection:
 def read_divergence(
     config: dict, expected: Expected, key: RunKey, path: Path, data_hash: str | None = None
 ) -> tuple[dict | None, Problem | None]:
-    """A divergence record (`fedem train` stopped by a non-finite loss, probability or score) and whether the current
-    code and config would diverge the same way: (record, None) if so, else (None, the problem)."""
+    """A divergence record (`fedem train` stopped by a non-finite loss, probability or score) and whether the
+    current code and config would diverge the same way: (record, None) if so, else (None, the problem)."""
     shown = path.as_posix()
     if not _in_grid(config, key, probe=False):
         return None, Problem(shown, OUTSIDE, "not part of the configured grid; ignored")

@@ -51,8 +51,7 @@ def _text(cell: Cell, n_planned: int, diverged: dict[int, int] | None = None) ->
 
 def _divergence_note(coll: Collection, protocol: str, name: str, datasets: list[str], seeds: list[int]) -> list[str]:
     """The note on 'diverged in round t', when a run that experiment `name`'s table shows diverged."""
-    methods = experiment_methods(coll.config)[name]
-    return divergence_note(coll, protocol, lambda k: k.dataset in datasets and k.method in methods and k.seed in seeds)
+    return divergence_note(coll, protocol, experiment_methods(coll.config)[name], datasets, seeds)
 
 
 def _relative(cell: Cell, ref: Cell) -> float | None:
@@ -126,8 +125,8 @@ def ablation_table(coll: Collection, protocol: str) -> Table:
             "Each rung is fedem's code with one switch (config/config.yaml; docs/experiments.md): "
             + "; ".join(f"{i + 1}. {method_label(coll, m)}" for i, m in enumerate(ladder))
             + ". In brackets: the relative change of the rung's mean over the rung below it, and the two-sided "
-            "paired t-test p-value, both over the seeds the two rungs share. Below the ladder: the released code's own switches (one each from "
-            f"fedem's defaults). {_seeds_note(seeds)}"
+            "paired t-test p-value, both over the seeds the two rungs share. Below the ladder: the released "
+            f"code's own switches (one each from fedem's defaults). {_seeds_note(seeds)}"
         ),
         ["Variant"],
         datasets,
@@ -264,8 +263,8 @@ def ldp_table(coll: Collection, protocol: str) -> Table:
             "Laplace noise of scale delta on every entry of every uploaded item table, drawn fresh each round; "
             "the client keeps its clean table, the server sees only the noisy uploads. delta is a noise scale, "
             "NOT a formal epsilon: nothing is clipped and the embeddings are unbounded, so no privacy guarantee "
-            "follows from it. In brackets: the relative change from the method's delta = 0 runs, over the seeds both have. "
-            f"{_seeds_note(seeds)} {_leaders_note(coll, protocol, series)}"
+            "follows from it. In brackets: the relative change from the method's delta = 0 runs, over the seeds "
+            f"both have. {_seeds_note(seeds)} {_leaders_note(coll, protocol, series)}"
         ).rstrip(),
         ["Method", "delta"],
         datasets,

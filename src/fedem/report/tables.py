@@ -132,9 +132,13 @@ def divergence_text(text: str, cell: Cell, diverged: dict[int, int] | None) -> s
     return f"diverged in {where} ({seeds})" if cell.mean is None else f"{text}; {seeds} diverged"
 
 
-def divergence_note(coll: Collection, protocol: str, keep=lambda key: True) -> list[str]:
-    """The note explaining 'diverged in round t', when this protocol has a divergence record that `keep` admits."""
-    if not any(k.protocol == protocol and keep(k) for k in coll.diverged):
+def divergence_note(coll: Collection, protocol: str, methods, datasets, seeds) -> list[str]:
+    """The note explaining 'diverged in round t', when a run the table shows (these methods, datasets and
+    seeds, under this protocol) left a divergence record."""
+    if not any(
+        k.protocol == protocol and k.method in methods and k.dataset in datasets and k.seed in seeds
+        for k in coll.diverged
+    ):
         return []
     return [
         "'diverged in round t': the run stopped in round t at a non-finite training loss, probability or score "
@@ -167,11 +171,7 @@ def main_table(coll: Collection, protocol: str, split: str) -> Table:
         table.notes.append("training.full_ranking is off in the config: no full-ranking metrics were computed.")
     if not datasets:
         table.notes.append("No current result file for this protocol: nothing to show.")
-    # only the runs this table shows: an experiment's variant that diverged is that table's note
-    shown = set(methods), set(datasets), set(coll.grid["seeds"])
-    table.notes += divergence_note(
-        coll, protocol, lambda k: k.method in shown[0] and k.dataset in shown[1] and k.seed in shown[2]
-    )
+    table.notes += divergence_note(coll, protocol, methods, datasets, coll.grid["seeds"])
     n_grid = len(coll.grid["seeds"])
     cells = {
         (d, m, meth): Cell(coll.values(protocol, d, meth, ("selected", split, m)))
@@ -454,8 +454,8 @@ def provenance_md(coll: Collection) -> str:
             "## Runs that diverged (no result file)",
             "",
             "`fedem train` stopped these runs at a non-finite training loss, probability or score and left a "
-            "divergence record (`seedN.diverged.json`) instead of a result. The workflow does not retry a run whose record "
-            "matches the current training code and config; a stale record (listed above) is retried.",
+            "divergence record (`seedN.diverged.json`) instead of a result. The workflow does not retry a run "
+            "whose record matches the current training code and config; a stale record (listed above) is retried.",
             "",
             "| Run | Round | Error |",
             "|:--|--:|:--|",
