@@ -129,9 +129,11 @@ def still_to_run(planned: list[RunKey], present: set[RunKey], model: WallModel) 
         return "nothing is left to run"
     estimable = [k for k in todo if (k.dataset, k.method) in model]
     estimated = [model[(k.dataset, k.method)] for k in estimable]
-    per_pair = defaultdict(float)  # (method, dataset) -> estimated seconds still to run
+    per_pair = defaultdict(float)  # (method, dataset) -> estimated seconds still to run, summed over its runs
+    runs_per_pair = defaultdict(int)
     for k, seconds in zip(estimable, estimated):
         per_pair[(k.method, k.dataset)] += seconds
+        runs_per_pair[(k.method, k.dataset)] += 1
     run_datasets = {d for d, _ in model}
     unknown = defaultdict(int)
     for k in todo:
@@ -147,9 +149,11 @@ def still_to_run(planned: list[RunKey], present: set[RunKey], model: WallModel) 
         largest = sorted(per_pair.items(), key=lambda item: (-item[1], item[0]))[:LARGEST_SHOWN]
         fitted = model.fitted
         parts[-1] += (
-            " (the largest: "
+            " (the largest totals per method and dataset: "
             + ", ".join(
-                f"{m} on {d} {sec / 3600:.1f} h{' (fitted)' if (d, m) in fitted else ''}" for (m, d), sec in largest
+                f"{m} on {d} {sec / 3600:.1f} h for {runs_per_pair[(m, d)]} "
+                f"run{'s' if runs_per_pair[(m, d)] > 1 else ''}{' (fitted)' if (d, m) in fitted else ''}"
+                for (m, d), sec in largest
             )
             + ")"
         )
