@@ -44,7 +44,10 @@ def test_still_to_run_counts_estimated_unknown_and_data_less_runs_apart():
     text = still_to_run(planned, present, wall_model(timings))
     assert text.startswith("4 still to run")
     assert "about 12 h of single-job wall time on a CPU for the 2 of them" in text
-    assert "(the largest totals per method and dataset: m2 on b 12.0 h for 2 runs (fitted)); 'fitted': no run of that method on that dataset yet" in text
+    assert (
+        "(the largest totals per method and dataset: m2 on b 12.0 h for 2 runs (fitted)); 'fitted': no run of that method on that dataset yet"
+        in text
+    )
     assert "1 of methods that have not run yet (m3 1)" in text
     assert "1 on datasets with no run here (c)" in text
     assert still_to_run(sorted(present), present, wall_model(timings)) == "nothing is left to run"
@@ -72,7 +75,10 @@ def test_still_to_run_names_the_largest_pairs_first_and_only_a_few():
     present = {key for key, _ in timings}
     planned = sorted(present) + [RunKey(p, "a", m, 1) for p in ("authors", "clean") for m in ("m1", "m2", "m3", "m4")]
     text = still_to_run(planned, present, wall_model(timings))
-    assert "(the largest totals per method and dataset: m2 on a 8.0 h for 2 runs, m4 on a 6.0 h for 2 runs, m3 on a 4.0 h for 2 runs)" in text  # measured: not 'fitted'
+    assert (
+        "(the largest totals per method and dataset: m2 on a 8.0 h for 2 runs, m4 on a 6.0 h for 2 runs, m3 on a 4.0 h for 2 runs)"
+        in text
+    )  # measured: not 'fitted'
     assert "fitted" not in text
 
 
