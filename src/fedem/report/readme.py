@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from fedem.report import layout
@@ -130,10 +130,9 @@ def still_to_run(planned: list[RunKey], present: set[RunKey], model: WallModel) 
     estimable = [k for k in todo if (k.dataset, k.method) in model]
     estimated = [model[(k.dataset, k.method)] for k in estimable]
     per_pair = defaultdict(float)  # (method, dataset) -> estimated seconds still to run, summed over its runs
-    runs_per_pair = defaultdict(int)
     for k, seconds in zip(estimable, estimated):
         per_pair[(k.method, k.dataset)] += seconds
-        runs_per_pair[(k.method, k.dataset)] += 1
+    runs_per_pair = Counter((k.method, k.dataset) for k in estimable)
     run_datasets = {d for d, _ in model}
     unknown = defaultdict(int)
     for k in todo:
