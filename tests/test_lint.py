@@ -18,7 +18,7 @@ def ruff() -> list[str]:
         return [str(exe)]
     if shutil.which("ruff"):
         return ["ruff"]
-    pytest.fail("ruff is not installed: `pip install -e '.[test]'` installs the pinned version")
+    pytest.fail("ruff is not installed: `pip install -c constraints.txt -e '.[test]'` installs the pinned version")
 
 
 @pytest.mark.parametrize("args", [["check", "."], ["format", "--check", "."]], ids=["lint", "format"])
