@@ -36,8 +36,9 @@ def project_requirements() -> list[Requirement]:
 
 
 def base(version: str) -> Version:
-    """2.13.0+cpu and 2.13.0+cu128 are both torch 2.13.0: a local label names the build, not the release."""
-    return Version(Version(version).base_version if "+" in version else version)
+    """2.13.0+cpu and 2.13.0+cu128 are both torch 2.13.0: a local label names the build, not the release (and only
+    the label goes: 1.0.post1+cpu is 1.0.post1)."""
+    return Version(Version(version).public)
 
 
 def test_ci_runs_exactly_the_readme_test_command():
@@ -55,8 +56,9 @@ def test_ci_runs_exactly_the_readme_test_command():
 def test_every_pin_in_pyproject_is_exact_and_agrees_with_the_lock():
     lock = locked()
     for req in project_requirements():
-        (spec,) = req.specifier
-        assert spec.operator == "==", f"pyproject.toml: {req} is not an exact pin"
+        specs = list(req.specifier)
+        assert len(specs) == 1 and specs[0].operator == "==", f"pyproject.toml: {req} is not an exact pin"
+        (spec,) = specs
         key = canonicalize_name(req.name)
         assert key in lock, f"{req.name} is pinned in pyproject.toml but not locked: {REGENERATE}"
         assert base(lock[key]) == Version(spec.version), (
